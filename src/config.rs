@@ -1,0 +1,261 @@
+//! Typed configuration: a TOML file, then `AXON_*` environment overrides.
+//!
+//! Every option is documented in `config.example.toml`; unknown keys are refused so that a typo
+//! is reported instead of silently ignored.
+
+use std::{net::SocketAddr, path::Path};
+
+use ruma::OwnedServerName;
+use serde::Deserialize;
+
+/// A configuration problem, reported as one line naming the key or file and exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Value { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server_name: OwnedServerName,
+    /// The URL clients reach this server at, announced in `/.well-known/matrix/client`.
+    #[serde(default)]
+    pub public_baseurl: Option<String>,
+    #[serde(default)]
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    #[serde(default = "default_client_addr")]
+    pub client: SocketAddr,
+    /// Prometheus metrics listener; absent means no metrics endpoint.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    #[serde(default = "default_database_url")]
+    pub url: String,
+    #[serde(default = "default_pool_size")]
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// When set, registration needs `m.login.registration_token` with this token.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default = "yes")]
+    pub rate_limiting: bool,
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Token bucket for login and registration, per client address.
+    #[serde(default = "default_auth_burst")]
+    pub auth_burst: u32,
+    #[serde(default = "default_auth_per_minute")]
+    pub auth_per_minute: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_client_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8008))
+}
+fn default_database_url() -> String {
+    "sqlite://data/axon.db".to_owned()
+}
+fn default_pool_size() -> u32 {
+    16
+}
+fn default_max_request_bytes() -> usize {
+    // A 99,999-character message of 4-byte characters, JSON-escaped as surrogate pairs
+    // (12 bytes each) in both `body` and `formatted_body`, must still fit.
+    4 * 1024 * 1024
+}
+fn default_auth_burst() -> u32 {
+    10
+}
+fn default_auth_per_minute() -> u32 {
+    30
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self { client: default_client_addr(), metrics: None }
+    }
+}
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: default_database_url(), max_connections: default_pool_size() }
+    }
+}
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            rate_limiting: true,
+            max_request_bytes: default_max_request_bytes(),
+            auth_burst: default_auth_burst(),
+            auth_per_minute: default_auth_per_minute(),
+        }
+    }
+}
+
+impl Config {
+    /// A configuration with every default, for `server_name`.
+    pub fn with_server_name(server_name: OwnedServerName) -> Self {
+        Self {
+            server_name,
+            public_baseurl: None,
+            listen: ListenConfig::default(),
+            database: DatabaseConfig::default(),
+            registration: RegistrationConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+
+    /// Reads `path`, applies the process environment's overrides and validates the result.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let mut config =
+            Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.display().to_string(), message })?;
+        config.apply_env(|key| std::env::var(key).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().replace('\n', " ").trim().to_owned())
+    }
+
+    /// Applies `AXON_*` overrides; `lookup` is the environment (a parameter so tests need not
+    /// mutate the process environment).
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = lookup("AXON_SERVER_NAME") {
+            self.server_name = v.parse().map_err(|e| ConfigError::Value {
+                key: "AXON_SERVER_NAME",
+                message: format!("{v:?} is not a server name: {e}"),
+            })?;
+        }
+        if let Some(v) = lookup("AXON_DATABASE_URL") {
+            self.database.url = v;
+        }
+        if let Some(v) = lookup("AXON_LISTEN_CLIENT") {
+            self.listen.client = v.parse().map_err(|e| ConfigError::Value {
+                key: "AXON_LISTEN_CLIENT",
+                message: format!("{v:?} is not an address:port: {e}"),
+            })?;
+        }
+        if let Some(v) = lookup("AXON_REGISTRATION_ENABLED") {
+            self.registration.enabled = parse_bool("AXON_REGISTRATION_ENABLED", &v)?;
+        }
+        if let Some(v) = lookup("AXON_RATE_LIMITING") {
+            self.limits.rate_limiting = parse_bool("AXON_RATE_LIMITING", &v)?;
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::Value {
+                key: "database.url",
+                message: format!("{url:?} must start with sqlite:, postgres:// or postgresql://"),
+            });
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::Value { key: "database.max_connections", message: "must be at least 1".into() });
+        }
+        if self.limits.max_request_bytes < 1024 {
+            return Err(ConfigError::Value {
+                key: "limits.max_request_bytes",
+                message: "must be at least 1024".into(),
+            });
+        }
+        if self.limits.auth_burst == 0 || self.limits.auth_per_minute == 0 {
+            return Err(ConfigError::Value {
+                key: "limits.auth_burst",
+                message: "auth_burst and auth_per_minute must be at least 1 (use rate_limiting = false to disable)"
+                    .into(),
+            });
+        }
+        if self.registration.token.as_deref() == Some("") {
+            return Err(ConfigError::Value { key: "registration.token", message: "must not be empty".into() });
+        }
+        Ok(())
+    }
+
+    /// The base URL announced to clients.
+    pub fn public_baseurl(&self) -> String {
+        match &self.public_baseurl {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen.client),
+        }
+    }
+}
+
+fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Value { key, message: format!("{v:?} is not a boolean (true/false)") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("server_name = \"localhost\"\n[listen]\nclinet = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.contains("clinet"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_apply() {
+        let mut config = Config::parse("server_name = \"localhost\"").unwrap();
+        config
+            .apply_env(|k| match k {
+                "AXON_RATE_LIMITING" => Some("false".into()),
+                "AXON_LISTEN_CLIENT" => Some("127.0.0.1:9999".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(!config.limits.rate_limiting);
+        assert_eq!(config.listen.client.port(), 9999);
+        let err = config.apply_env(|k| (k == "AXON_REGISTRATION_ENABLED").then(|| "maybe".into())).unwrap_err();
+        assert!(err.to_string().contains("AXON_REGISTRATION_ENABLED"));
+    }
+
+    #[test]
+    fn bad_database_url_is_refused() {
+        let mut config = Config::parse("server_name = \"localhost\"").unwrap();
+        config.database.url = "mysql://x".into();
+        assert!(config.validate().unwrap_err().to_string().contains("database.url"));
+    }
+}

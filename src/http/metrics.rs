@@ -1,0 +1,135 @@
+//! Prometheus metrics: request counts and latency histograms by endpoint group, served in the
+//! OpenMetrics text format on their own listener (`[listen] metrics`).
+
+use std::{sync::Mutex, time::Instant};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::header,
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::services::Services;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    group: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    method: String,
+    group: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<GroupLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<GroupLabels, Histogram>::new_with_constructor(|| {
+            // 0.25 ms … ~8 s: message delivery is measured in milliseconds, long-polls in seconds.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.00025, 2.0, 16))
+        });
+        let mut registry = Registry::with_prefix("axon");
+        registry.register("http_requests", "Client-Server API requests answered", requests.clone());
+        registry.register("http_request_duration_seconds", "Time to answer a request", latency.clone());
+        Self { registry: Mutex::new(registry), requests, latency }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            // Writing into a String cannot fail.
+            let _ = encode(&mut out, &registry);
+        }
+        out
+    }
+}
+
+/// The endpoint group a route belongs to: the spec area after the version segment, e.g.
+/// `/_matrix/client/v3/profile/{user_id}/{field}` → `profile`, `…/rooms/{room_id}/send/…` → `rooms/send`.
+fn endpoint_group(route: &str) -> String {
+    let Some(rest) = route.strip_prefix("/_matrix/client/") else {
+        return route.trim_start_matches('/').trim_start_matches('.').split('/').next().unwrap_or("other").to_owned();
+    };
+    let mut segments = rest.split('/');
+    let first = match segments.next() {
+        Some(version @ ("v1" | "v3" | "r0" | "unstable")) => {
+            let next = segments.next().unwrap_or(version);
+            // Unstable paths carry the MSC's namespace first.
+            if version == "unstable" && next.contains('.') {
+                segments.next().unwrap_or(next)
+            } else {
+                next
+            }
+        }
+        Some(other) => other,
+        None => "other",
+    };
+    match first {
+        "rooms" => format!("rooms/{}", segments.nth(1).unwrap_or("other")),
+        other => other.to_owned(),
+    }
+}
+
+pub async fn record(State(services): State<Services>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let group = match request.extensions().get::<MatchedPath>() {
+        Some(path) => endpoint_group(path.as_str()),
+        None => "unmatched".to_owned(),
+    };
+    let response = next.run(request).await;
+    let metrics = &services.metrics;
+    metrics
+        .latency
+        .get_or_create(&GroupLabels { method: method.clone(), group: group.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    metrics.requests.get_or_create(&RequestLabels { method, group, status: response.status().as_u16() }).inc();
+    response
+}
+
+/// The router of the metrics listener.
+pub fn router(services: Services) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(services): State<Services>| async move {
+                (
+                    [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    services.metrics.render(),
+                )
+                    .into_response()
+            }),
+        )
+        .with_state(services)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn groups() {
+        use super::endpoint_group as g;
+        assert_eq!(g("/_matrix/client/v3/profile/{user_id}/{field}"), "profile");
+        assert_eq!(g("/_matrix/client/v3/rooms/{room_id}/send/{event_type}/{txn_id}"), "rooms/send");
+        assert_eq!(g("/_matrix/client/versions"), "versions");
+        assert_eq!(g("/.well-known/matrix/client"), "well-known");
+    }
+}

@@ -1,0 +1,90 @@
+//! axum glue: the router, the `Ruma<T>` extractor, the Matrix error response, limits, CORS and
+//! metrics. Endpoints are registered from ruma's metadata (method and every path the spec has
+//! given them), so no Client-Server path is typed by hand.
+
+pub mod error;
+pub mod limits;
+pub mod metrics;
+mod ruma;
+
+use std::future::Future;
+
+use ::ruma::api::{path_builder::PathBuilder, IncomingRequest};
+use axum::{
+    extract::{Request, State},
+    http::{header, Method, StatusCode},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::{on, MethodFilter},
+    Router,
+};
+use tower_http::cors::{Any, CorsLayer};
+
+pub use self::ruma::{Ruma, RumaResponse, TokenPolicy};
+use crate::{error::Error, services::Services};
+
+/// Registers Client-Server endpoints on a router from their ruma request types.
+pub trait EndpointRouter {
+    fn endpoint<T, H, Fut>(self, handler: H) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: TokenPolicy,
+        H: Fn(Services, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T::OutgoingResponse, Error>> + Send + 'static;
+}
+
+impl EndpointRouter for Router<Services> {
+    fn endpoint<T, H, Fut>(mut self, handler: H) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: TokenPolicy,
+        H: Fn(Services, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T::OutgoingResponse, Error>> + Send + 'static,
+    {
+        // Ruma's endpoint methods are all standard ones; this runs once, at start.
+        let filter = MethodFilter::try_from(T::METHOD).expect("endpoint method is a standard HTTP method");
+        for path in T::PATH_BUILDER.all_paths() {
+            let handler = handler.clone();
+            self = self.route(
+                path,
+                on(filter, move |State(services): State<Services>, request: Ruma<T>| async move {
+                    handler(services, request).await.map(RumaResponse)
+                }),
+            );
+        }
+        self
+    }
+}
+
+/// The Client-Server API router with its fallbacks and layers.
+pub fn router(services: Services) -> Router {
+    crate::client::routes(Router::new())
+        .fallback(|| async { Error::Unrecognized })
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(services.clone(), metrics::record))
+        .layer(cors())
+        .with_state(services)
+}
+
+/// Browsers (Element Web) call from other origins; the spec asks for these headers on every
+/// response and for OPTIONS to be answered (spec: "Web Browser Clients").
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            "x-requested-with".parse().expect("valid header name"),
+        ])
+        .max_age(std::time::Duration::from_secs(86400))
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    if request.method() == Method::OPTIONS {
+        // A preflight the CORS layer did not take (no Origin header) still gets a plain answer.
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    Error::MethodNotAllowed.into_response()
+}

@@ -1,0 +1,10 @@
+//! Axon, a Matrix homeserver. See `DESIGN.md` (shared) for the architecture and README.md for use.
+
+pub mod accounts;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod server;
+pub mod services;
+pub mod storage;

@@ -1,0 +1,98 @@
+//! Starting and stopping the server: open and migrate the database, bind the listeners, serve until
+//! asked to stop, then let in-flight requests finish.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::{
+    config::Config,
+    http,
+    services::Services,
+    storage::{OpenError, Storage},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] OpenError),
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Listen { key: &'static str, addr: SocketAddr, source: std::io::Error },
+}
+
+pub struct RunningServer {
+    pub client_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub services: Services,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the database, applies migrations and starts serving.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let storage = Storage::open(&config.database.url, config.database.max_connections).await?;
+    storage.migrate().await?;
+
+    let client = bind("listen.client", config.listen.client).await?;
+    let metrics = match config.listen.metrics {
+        Some(addr) => Some(bind("listen.metrics", addr).await?),
+        None => None,
+    };
+    let client_addr = client.local_addr().map_err(|source| StartError::Listen {
+        key: "listen.client",
+        addr: config.listen.client,
+        source,
+    })?;
+    let mut config = config;
+    // Without a configured public URL, announce the address actually bound (the port may be 0).
+    config.public_baseurl.get_or_insert_with(|| format!("http://{client_addr}"));
+    let (stop, stopped) = watch::channel(false);
+    let services = Services::new(config, storage, stopped.clone());
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(serve(client, http::router(services.clone()), stopped.clone())));
+    let mut metrics_addr = None;
+    if let Some(listener) = metrics {
+        metrics_addr = listener.local_addr().ok();
+        tasks.push(tokio::spawn(serve(listener, http::metrics::router(services.clone()), stopped.clone())));
+    }
+    tasks.push(tokio::spawn(housekeeping(services.clone(), stopped)));
+    tracing::info!(%client_addr, server_name = %services.config.server_name, "axon is serving");
+    Ok(RunningServer { client_addr, metrics_addr, services, stop, tasks })
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Listen { key, addr, source })
+}
+
+async fn serve(listener: TcpListener, app: axum::Router, mut stopped: watch::Receiver<bool>) {
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!(error = %e, "listener failed");
+    }
+}
+
+/// Periodic upkeep that must not grow with the number of users.
+async fn housekeeping(services: Services, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => services.auth_limiter.forget_idle(),
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+impl RunningServer {
+    /// Stops accepting connections, lets in-flight requests finish, and closes the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.services.storage.close().await;
+    }
+}

@@ -1,0 +1,38 @@
+//! The context built once at start and handed to every handler: configuration, storage and the
+//! domain services. Dependencies run one way: handlers → domain (accounts, …) → storage.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::{
+    accounts::Accounts,
+    config::Config,
+    http::{limits::AuthRateLimiter, metrics::Metrics},
+    storage::Storage,
+};
+
+#[derive(Clone)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub storage: Storage,
+    pub accounts: Accounts,
+    pub auth_limiter: Arc<AuthRateLimiter>,
+    pub metrics: Arc<Metrics>,
+    /// Turns `true` when the server is shutting down, so that long-running requests answer early.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Services {
+    pub fn new(config: Config, storage: Storage, shutdown: watch::Receiver<bool>) -> Self {
+        let accounts = Accounts::new(storage.clone(), config.server_name.clone(), config.registration.token.clone());
+        Self {
+            auth_limiter: Arc::new(AuthRateLimiter::new(&config.limits)),
+            config: Arc::new(config),
+            storage,
+            accounts,
+            metrics: Arc::new(Metrics::default()),
+            shutdown,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! `devices`: a user's devices, each with the SHA-256 of its one access token.
+
+use sqlx::{any::AnyRow, Row};
+
+use super::Storage;
+use crate::error::Result;
+
+/// Who an access token belongs to, and when that device was last seen.
+pub struct SessionRow {
+    pub user_id: String,
+    pub device_id: String,
+    pub last_seen_ts: Option<i64>,
+}
+
+pub struct DeviceRow {
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub last_seen_ip: Option<String>,
+    pub last_seen_ts: Option<i64>,
+}
+
+fn device_row(r: AnyRow) -> DeviceRow {
+    DeviceRow { device_id: r.get(0), display_name: r.get(1), last_seen_ip: r.get(2), last_seen_ts: r.get(3) }
+}
+
+impl Storage {
+    pub async fn session_by_token_hash(&self, token_hash: &str) -> Result<Option<SessionRow>> {
+        let row = sqlx::query("SELECT user_id, device_id, last_seen_ts FROM devices WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| SessionRow { user_id: r.get(0), device_id: r.get(1), last_seen_ts: r.get(2) }))
+    }
+
+    /// Creates the device, or gives an existing device of this user a new token (the old one
+    /// stops working); the display name of an existing device is kept, as the spec asks.
+    pub async fn upsert_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        token_hash: &str,
+        display_name: Option<&str>,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO devices (user_id, device_id, token_hash, display_name, last_seen_ip, last_seen_ts, created_ts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) \
+             ON CONFLICT (user_id, device_id) DO UPDATE SET token_hash = excluded.token_hash, \
+             last_seen_ip = excluded.last_seen_ip, last_seen_ts = excluded.last_seen_ts",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(token_hash)
+        .bind(display_name)
+        .bind(ip)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn devices_of_user(&self, user_id: &str) -> Result<Vec<DeviceRow>> {
+        let rows = sqlx::query(
+            "SELECT device_id, display_name, last_seen_ip, last_seen_ts FROM devices \
+             WHERE user_id = $1 ORDER BY created_ts, device_id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(device_row).collect())
+    }
+
+    pub async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<DeviceRow>> {
+        let row = sqlx::query(
+            "SELECT device_id, display_name, last_seen_ip, last_seen_ts FROM devices \
+             WHERE user_id = $1 AND device_id = $2",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(device_row))
+    }
+
+    /// `false` when the user has no such device.
+    pub async fn set_device_display_name(&self, user_id: &str, device_id: &str, name: Option<&str>) -> Result<bool> {
+        let done = sqlx::query("UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn record_device_seen(&self, user_id: &str, device_id: &str, ip: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE devices SET last_seen_ip = $3, last_seen_ts = $4 WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .bind(ip)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the named devices of the user (and so their tokens); unknown IDs are ignored.
+    pub async fn delete_devices(&self, user_id: &str, device_ids: &[&str]) -> Result<u64> {
+        let mut deleted = 0;
+        // Bounded statements: both dialects cap the number of bind parameters.
+        for chunk in device_ids.chunks(500) {
+            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            let sql = format!("DELETE FROM devices WHERE user_id = $1 AND device_id IN ({})", placeholders.join(", "));
+            let mut query = sqlx::query(&sql).bind(user_id);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            deleted += query.execute(&self.pool).await?.rows_affected();
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes every device of the user but `keep` (all of them when `keep` is `None`).
+    pub async fn delete_devices_except(&self, user_id: &str, keep: Option<&str>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id <> COALESCE($2, '')")
+            .bind(user_id)
+            .bind(keep)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,152 @@
+//! The database: one pool over PostgreSQL or SQLite, migrations per dialect, and one function per
+//! query, grouped by table in the submodules. Nothing here knows HTTP.
+//!
+//! Queries go through sqlx's `Any` driver so that each is written once where the dialects agree
+//! (`$n` placeholders, `ON CONFLICT`, `RETURNING` work in both); flags are stored as 0/1 integers
+//! and timestamps as milliseconds so that both dialects decode to the same Rust types.
+
+mod devices;
+mod profile;
+mod uia;
+mod users;
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    any::{AnyConnectOptions, AnyPoolOptions},
+    migrate::Migrator,
+    AnyPool, Executor,
+};
+
+pub use devices::{DeviceRow, SessionRow};
+pub use uia::UiaSessionRow;
+pub use users::UserRow;
+
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Failure to open or migrate the database at start: reported as one line naming the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("database {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("database {url}: migration failed: {message}")]
+    Migrate { url: String, message: String },
+}
+
+#[derive(Clone)]
+pub struct Storage {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Storage {
+    /// Opens the pool for `url` (creating a SQLite file and its folder when missing). Migrations
+    /// are applied separately by [`Storage::migrate`].
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, OpenError> {
+        sqlx::any::install_default_drivers();
+        let shown = redact_password(url);
+        let connect_err = |message: String| OpenError::Connect { url: shown.clone(), message };
+
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.trim_start_matches("//");
+            let file = path.split('?').next().unwrap_or(path);
+            if file != ":memory:" {
+                if let Some(parent) = Path::new(file).parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| connect_err(format!("cannot create {}: {e}", parent.display())))?;
+                }
+            }
+            let url = if path.contains("mode=") {
+                format!("sqlite://{path}")
+            } else if path.contains('?') {
+                format!("sqlite://{path}&mode=rwc")
+            } else {
+                format!("sqlite://{path}?mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else {
+            (Backend::Postgres, url.to_owned())
+        };
+
+        let options = AnyConnectOptions::from_str(&url).map_err(|e| connect_err(e.to_string()))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the writer; FULL makes every acknowledged
+                        // commit survive a crash of the process or of the machine.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies the migrations of this backend's dialect that have not run yet.
+    pub async fn migrate(&self) -> Result<(), OpenError> {
+        let migrator = match self.backend {
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| OpenError::Migrate { url: self.backend_name().to_owned(), message: e.to_string() })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for messages and logs.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp column.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn password_is_redacted() {
+        assert_eq!(super::redact_password("postgres://u:pw@h:5432/d"), "postgres://u:***@h:5432/d");
+        assert_eq!(super::redact_password("sqlite://data/axon.db"), "sqlite://data/axon.db");
+    }
+}

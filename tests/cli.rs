@@ -1,0 +1,223 @@
+//! The `axon` binary as an admin runs it: serve and stop on SIGTERM, config errors, user commands.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use common::{Backend, TestDatabase};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+backend_tests!(sigterm_finishes_requests_in_flight, create_user_and_reset_password);
+
+fn axon() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_axon"));
+    command.env("NO_COLOR", "1").env("RUST_LOG", "info");
+    for key in [
+        "AXON_SERVER_NAME",
+        "AXON_DATABASE_URL",
+        "AXON_LISTEN_CLIENT",
+        "AXON_REGISTRATION_ENABLED",
+        "AXON_RATE_LIMITING",
+    ] {
+        command.env_remove(key);
+    }
+    command
+}
+
+fn write_config(dir: &Path, db_url: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("axon.toml");
+    let text = format!(
+        "server_name = \"localhost\"\n{extra}\n[listen]\nclient = \"127.0.0.1:0\"\n[database]\nurl = \"{db_url}\"\n\
+         [registration]\nenabled = true\n[limits]\nrate_limiting = false\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts `axon serve` and returns it with the address it listens on (read from its log).
+fn serve(config: &Path) -> (Child, String) {
+    let mut child =
+        axon().args(["serve", "--config"]).arg(config).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("client_addr=").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("axon serve logs its address");
+    (child, addr)
+}
+
+fn wait_exit(child: &mut Child) -> i32 {
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("axon did not exit within 10 s");
+}
+
+async fn sigterm_finishes_requests_in_flight(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = serve(&write_config(dir.path(), &db.url, ""));
+
+    // Start a request, send half of its body, then ask the server to stop.
+    let body = json!({"type": "m.login.password", "user": "nobody", "password": "x"}).to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /_matrix/client/v3/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The request in flight is still answered in full.
+    stream.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("M_FORBIDDEN"), "{answer}");
+    drop(stream);
+
+    assert_eq!(wait_exit(&mut child), 0, "a stop on SIGTERM is a clean exit");
+    // New connections are refused once it has stopped.
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+    db.drop_database().await;
+}
+
+async fn create_user_and_reset_password(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &db.url, "");
+    let first = dir.path().join("first");
+    std::fs::write(&first, "first-password\n").unwrap();
+    let second = dir.path().join("second");
+    std::fs::write(&second, "second-password").unwrap();
+
+    let out = axon()
+        .args(["create-user", "zed", "--admin", "--password-file"])
+        .arg(&first)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("@zed:localhost"));
+    let again = axon()
+        .args(["create-user", "zed", "--password-file"])
+        .arg(&first)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already taken"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let (mut child, addr) = serve(&config);
+    let http = reqwest::Client::new();
+    let login = |password: &'static str| {
+        http.post(format!("http://{addr}/_matrix/client/v3/login"))
+            .json(&json!({"type": "m.login.password", "user": "zed", "password": password}))
+            .send()
+    };
+    let response = login("first-password").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let token = response.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+
+    let out = axon()
+        .args(["reset-password", "zed", "--password-file"])
+        .arg(&second)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(login("first-password").await.unwrap().status(), 403);
+    assert_eq!(login("second-password").await.unwrap().status(), 200);
+    // Resetting a password logs out every device.
+    let whoami =
+        http.get(format!("http://{addr}/_matrix/client/v3/account/whoami")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(whoami.status(), 401);
+
+    let missing = axon()
+        .args(["reset-password", "nobody", "--password-file"])
+        .arg(&second)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert_eq!(wait_exit(&mut child), 0);
+    db.drop_database().await;
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("server_name = \"localhost\"\n[listen]\nclinet = \"127.0.0.1:1\"\n", "clinet"),
+        ("server_name = \"localhost\"\n[database]\nurl = \"mysql://x\"\n", "database.url"),
+        ("server_name = \"not a name!\"\n", "server_name"),
+        ("[listen]\nclient = \"127.0.0.1:1\"\n", "server_name"),
+    ];
+    for (text, key) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = axon().args(["serve", "--config"]).arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(key), "{text}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+    let out = axon().args(["serve", "--config"]).arg(dir.path().join("missing.toml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+
+    let env = axon()
+        .args(["serve", "--config"])
+        .arg(write_config(dir.path(), "sqlite://x.db", ""))
+        .env("AXON_RATE_LIMITING", "perhaps")
+        .output()
+        .unwrap();
+    assert_eq!(env.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&env.stderr).contains("AXON_RATE_LIMITING"));
+}
+
+#[test]
+fn unreachable_database_exits_2_naming_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "postgres://axon:secret@127.0.0.1:1/axon", "");
+    let out = axon().args(["serve", "--config"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("postgres://axon:***@127.0.0.1:1/axon"), "{stderr}");
+    assert!(!stderr.contains("secret"), "the password is not printed: {stderr}");
+
+    let unwritable = write_config(dir.path(), "sqlite:///proc/axon/axon.db", "");
+    let out = axon().args(["migrate", "--config"]).arg(&unwritable).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,258 @@
+//! The test harness: a real Axon server started in-process on an ephemeral port, on a fresh
+//! SQLite file or a fresh PostgreSQL database, driven over real HTTP.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use axon::{config::Config, server::RunningServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Declares, for each named `async fn(Backend)`, one test per backend: `name::sqlite` and
+/// `name::postgres`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+/// A database made for one test and removed after it.
+pub struct TestDatabase {
+    pub url: String,
+    admin_url: Option<String>,
+    name: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> Self {
+        let name = format!("axon_t_{}", random_suffix());
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let path: PathBuf = dir.path().join("axon.db");
+                Self { url: format!("sqlite://{}", path.display()), admin_url: None, name, _dir: Some(dir) }
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
+                    panic!(
+                        "TEST_DATABASE_URL is not set. Run the suite with scripts/test (it finds or starts \
+                         PostgreSQL), or set TEST_DATABASE_URL=postgres://USER@HOST:PORT/DB"
+                    )
+                });
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at TEST_DATABASE_URL: {e}"));
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                let _ = admin.close().await;
+                let url = match admin_url.rsplit_once('/') {
+                    Some((base, _)) => format!("{base}/{name}"),
+                    None => panic!("TEST_DATABASE_URL must end in /DATABASE"),
+                };
+                Self { url, admin_url: Some(admin_url), name, _dir: None }
+            }
+        }
+    }
+
+    pub async fn drop_database(&self) {
+        if let Some(admin_url) = &self.admin_url {
+            if let Ok(mut admin) = sqlx::PgConnection::connect(admin_url).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                    .execute(&mut admin)
+                    .await;
+                let _ = admin.close().await;
+            }
+        }
+    }
+
+    /// A pool on the test database, to look at what the server stored.
+    pub async fn pool(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.url).await.expect("connect to test database")
+    }
+}
+
+pub fn random_suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..12).map(|_| char::from(b'a' + rng.gen_range(0..26))).collect()
+}
+
+/// The configuration tests start from: ephemeral port, open registration, no rate limits.
+pub fn test_config(db_url: &str) -> Config {
+    let mut config = Config::with_server_name("localhost".try_into().expect("server name"));
+    config.listen.client = "127.0.0.1:0".parse().expect("addr");
+    config.database.url = db_url.to_owned();
+    config.database.max_connections = 8;
+    config.registration.enabled = true;
+    config.limits.rate_limiting = false;
+    config
+}
+
+pub struct TestServer {
+    pub backend: Backend,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: TestDatabase,
+    pub running: Option<RunningServer>,
+}
+
+/// A registered user with one logged-in device.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub user_id: String,
+    pub localpart: String,
+    pub password: String,
+    pub token: String,
+    pub device_id: String,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        // Server logs appear with a failing test's output (RUST_LOG to change the level).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        let db = TestDatabase::create(backend).await;
+        let mut config = test_config(&db.url);
+        tweak(&mut config);
+        let running = axon::server::start(config).await.expect("server starts");
+        let base = format!("http://{}", running.client_addr);
+        Self { backend, base, http: reqwest::Client::new(), db, running: Some(running) }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+        self.db.drop_database().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request with an optional token and JSON body; returns status and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("body read");
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+        };
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call(Method::GET, path, token, None).await
+    }
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, token, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, token, body).await
+    }
+
+    /// Registers through the UIA dummy flow and returns the logged-in user.
+    pub async fn register(&self, localpart: &str) -> User {
+        let password = format!("pw-{localpart}-secret");
+        let (status, body) = self
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                json!({"username": localpart, "password": password, "auth": {"type": "m.login.dummy"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "register {localpart}: {body}");
+        User {
+            user_id: body["user_id"].as_str().expect("user_id").to_owned(),
+            localpart: localpart.to_owned(),
+            password,
+            token: body["access_token"].as_str().expect("access_token").to_owned(),
+            device_id: body["device_id"].as_str().expect("device_id").to_owned(),
+        }
+    }
+
+    /// Logs in on a new device.
+    pub async fn login(&self, user: &User, device_id: Option<&str>) -> User {
+        let mut body = json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user.localpart},
+            "password": user.password,
+        });
+        if let Some(device_id) = device_id {
+            body["device_id"] = json!(device_id);
+        }
+        let (status, body) = self.post("/_matrix/client/v3/login", None, body).await;
+        assert_eq!(status, StatusCode::OK, "login: {body}");
+        User {
+            token: body["access_token"].as_str().expect("token").to_owned(),
+            device_id: body["device_id"].as_str().expect("device_id").to_owned(),
+            ..user.clone()
+        }
+    }
+
+    /// The `m.login.password` UIA body for `user`.
+    pub fn password_auth(user: &User, session: Option<&str>) -> Value {
+        let mut auth = json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user.user_id},
+            "password": user.password,
+        });
+        if let Some(session) = session {
+            auth["session"] = json!(session);
+        }
+        auth
+    }
+}
+
+/// Asserts a Matrix error with the given status and errcode.
+#[track_caller]
+pub fn assert_error(result: &(StatusCode, Value), status: u16, errcode: &str) {
+    assert_eq!(result.0.as_u16(), status, "status of {}", result.1);
+    assert_eq!(result.1["errcode"], errcode, "errcode of {}", result.1);
+    assert!(result.1["error"].is_string(), "error text in {}", result.1);
+}
