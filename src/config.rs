@@ -34,6 +34,43 @@ pub struct Config {
     pub registration: RegistrationConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub rooms: RoomsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Room version of new rooms: "10" or "11".
+    #[serde(default = "default_room_version")]
+    pub default_version: String,
+    /// Joined plus invited members a room may have; 0 means no cap.
+    #[serde(default = "default_max_members")]
+    pub max_members: u32,
+    /// Largest PDU accepted from a local client, in bytes of canonical JSON.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+}
+
+fn default_room_version() -> String {
+    "11".to_owned()
+}
+fn default_max_members() -> u32 {
+    100
+}
+fn default_max_event_bytes() -> usize {
+    // A 99,999-character message of 4-byte characters in both body and formatted_body is ~800 KB.
+    1024 * 1024
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            default_version: default_room_version(),
+            max_members: default_max_members(),
+            max_event_bytes: default_max_event_bytes(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +171,7 @@ impl Config {
             database: DatabaseConfig::default(),
             registration: RegistrationConfig::default(),
             limits: LimitsConfig::default(),
+            rooms: RoomsConfig::default(),
         }
     }
 
@@ -202,6 +240,19 @@ impl Config {
                 message: "auth_burst and auth_per_minute must be at least 1 (use rate_limiting = false to disable)"
                     .into(),
             });
+        }
+        if !crate::rooms::SUPPORTED_VERSIONS.contains(&self.rooms.default_version.as_str()) {
+            return Err(ConfigError::Value {
+                key: "rooms.default_version",
+                message: format!(
+                    "{:?} is not supported; use one of {:?}",
+                    self.rooms.default_version,
+                    crate::rooms::SUPPORTED_VERSIONS
+                ),
+            });
+        }
+        if self.rooms.max_event_bytes < 65_536 {
+            return Err(ConfigError::Value { key: "rooms.max_event_bytes", message: "must be at least 65536".into() });
         }
         if self.registration.token.as_deref() == Some("") {
             return Err(ConfigError::Value { key: "registration.token", message: "must not be empty".into() });

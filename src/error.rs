@@ -37,6 +37,14 @@ pub enum Error {
     #[error("{0}")]
     KeyTooLarge(String),
     #[error("{0}")]
+    UnsupportedRoomVersion(String),
+    #[error("{0}")]
+    RoomInUse(String),
+    #[error("{0}")]
+    InvalidRoomState(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
     ProfileTooLarge(String),
     #[error("guest access is not enabled on this server")]
     GuestAccessForbidden,

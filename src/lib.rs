@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod rooms;
 pub mod server;
 pub mod services;
 pub mod storage;

@@ -16,6 +16,8 @@ use crate::{
 pub enum StartError {
     #[error(transparent)]
     Database(#[from] OpenError),
+    #[error("cannot set up the server: {0}")]
+    Setup(crate::error::Error),
     #[error("cannot listen on {addr} ({key}): {source}")]
     Listen { key: &'static str, addr: SocketAddr, source: std::io::Error },
 }
@@ -47,7 +49,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     // Without a configured public URL, announce the address actually bound (the port may be 0).
     config.public_baseurl.get_or_insert_with(|| format!("http://{client_addr}"));
     let (stop, stopped) = watch::channel(false);
-    let services = Services::new(config, storage, stopped.clone());
+    let services = Services::new(config, storage, stopped.clone()).await.map_err(StartError::Setup)?;
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(serve(client, http::router(services.clone()), stopped.clone())));

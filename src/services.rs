@@ -8,7 +8,9 @@ use tokio::sync::watch;
 use crate::{
     accounts::Accounts,
     config::Config,
+    error::Result,
     http::{limits::AuthRateLimiter, metrics::Metrics},
+    rooms::Rooms,
     storage::Storage,
 };
 
@@ -17,6 +19,7 @@ pub struct Services {
     pub config: Arc<Config>,
     pub storage: Storage,
     pub accounts: Accounts,
+    pub rooms: Rooms,
     pub auth_limiter: Arc<AuthRateLimiter>,
     pub metrics: Arc<Metrics>,
     /// Turns `true` when the server is shutting down, so that long-running requests answer early.
@@ -24,15 +27,17 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(config: Config, storage: Storage, shutdown: watch::Receiver<bool>) -> Self {
+    pub async fn new(config: Config, storage: Storage, shutdown: watch::Receiver<bool>) -> Result<Self> {
         let accounts = Accounts::new(storage.clone(), config.server_name.clone(), config.registration.token.clone());
-        Self {
+        let rooms = Rooms::new(storage.clone(), config.server_name.clone(), config.rooms.clone()).await?;
+        Ok(Self {
+            rooms,
             auth_limiter: Arc::new(AuthRateLimiter::new(&config.limits)),
             config: Arc::new(config),
             storage,
             accounts,
             metrics: Arc::new(Metrics::default()),
             shutdown,
-        }
+        })
     }
 }

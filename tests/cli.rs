@@ -14,7 +14,11 @@ use common::{Backend, TestDatabase};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-backend_tests!(sigterm_finishes_requests_in_flight, create_user_and_reset_password);
+backend_tests!(
+    sigterm_finishes_requests_in_flight,
+    create_user_and_reset_password,
+    sigkill_loses_no_acknowledged_event
+);
 
 fn axon() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_axon"));
@@ -220,4 +224,99 @@ fn unreachable_database_exits_2_naming_the_url() {
     let unwritable = write_config(dir.path(), "sqlite:///proc/axon/axon.db", "");
     let out = axon().args(["migrate", "--config"]).arg(&unwritable).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A send answered with 200 is durable: kill the server with SIGKILL in the middle of a burst of
+/// sends, start it again on the same database, and every acknowledged event is there.
+async fn sigkill_loses_no_acknowledged_event(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &db.url, "");
+    let (mut child, addr) = serve(&config);
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}/_matrix/client/v3");
+    let register = http
+        .post(format!("{base}/register"))
+        .json(&json!({"username": "durable", "password": "durable-pw", "auth": {"type": "m.login.dummy"}}))
+        .send()
+        .await
+        .unwrap();
+    let token = register.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let room = http.post(format!("{base}/createRoom")).bearer_auth(&token).json(&json!({})).send().await.unwrap();
+    let room = room.json::<serde_json::Value>().await.unwrap()["room_id"].as_str().unwrap().to_owned();
+
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let senders: Vec<_> = (0..8)
+        .map(|worker| {
+            let (http, base, token, room, acknowledged) =
+                (http.clone(), base.clone(), token.clone(), room.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let url = format!("{base}/rooms/{room}/send/m.room.message/w{worker}n{n}");
+                    let Ok(response) = http
+                        .put(url)
+                        .bearer_auth(&token)
+                        .json(&json!({"msgtype": "m.text", "body": format!("{worker}/{n}")}))
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
+                    if response.status() != 200 {
+                        return;
+                    }
+                    let Ok(body) = response.json::<serde_json::Value>().await else { return };
+                    acknowledged.lock().unwrap().push(body["event_id"].as_str().unwrap().to_owned());
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+    let _ = child.wait();
+    for sender in senders {
+        let _ = sender.await;
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 20, "the burst was under way when the server died: {}", acknowledged.len());
+
+    let (mut child, addr) = serve(&config);
+    let base = format!("http://{addr}/_matrix/client/v3");
+    let login = http
+        .post(format!("{base}/login"))
+        .json(&json!({"type": "m.login.password", "user": "durable", "password": "durable-pw"}))
+        .send()
+        .await
+        .unwrap();
+    let token = login.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let mut stored = std::collections::HashSet::new();
+    let mut from: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/rooms/{room}/messages?dir=b&limit=500");
+        if let Some(from) = &from {
+            url.push_str(&format!("&from={from}"));
+        }
+        let page: serde_json::Value = http.get(url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        for event in page["chunk"].as_array().unwrap() {
+            stored.insert(event["event_id"].as_str().unwrap().to_owned());
+        }
+        match page["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+    }
+    let lost: Vec<_> = acknowledged.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(lost.is_empty(), "{} of {} acknowledged events lost: {lost:?}", lost.len(), acknowledged.len());
+    // The room still takes new events after the crash.
+    let again = http
+        .put(format!("{base}/rooms/{room}/send/m.room.message/after"))
+        .bearer_auth(&token)
+        .json(&json!({"body": "after"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert_eq!(wait_exit(&mut child), 0);
+    db.drop_database().await;
 }

@@ -8,7 +8,7 @@ pub mod username;
 
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 
-pub use credentials::{hash_password, token_hash};
+pub use credentials::{hash_password, random_id, token_hash};
 
 use crate::{
     error::{Error, Result},

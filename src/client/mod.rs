@@ -3,9 +3,13 @@
 
 mod account;
 mod devices;
+mod directory;
 mod discovery;
+mod membership;
+mod messages;
 mod profile;
 mod register;
+mod rooms;
 mod session;
 
 use axum::Router;
@@ -40,4 +44,35 @@ pub fn routes(router: Router<Services>) -> Router<Services> {
         .endpoint(profile::get_field)
         .endpoint(profile::set_field)
         .endpoint(profile::delete_field)
+        // Rooms: creation, events, state, redaction
+        .endpoint(rooms::create)
+        .endpoint(rooms::send_message)
+        .endpoint(rooms::put_state_event)
+        .endpoint(rooms::get_state_event)
+        .endpoint(rooms::get_all_state_events)
+        .endpoint(rooms::redact_event)
+        // Room membership
+        .endpoint(membership::join_id)
+        .endpoint(membership::join_id_or_alias)
+        .endpoint(membership::invite_user)
+        .endpoint(membership::leave_room)
+        .endpoint(membership::forget_room)
+        .endpoint(membership::kick_user)
+        .endpoint(membership::ban_user)
+        .endpoint(membership::unban_user)
+        .endpoint(membership::list_joined_rooms)
+        .endpoint(membership::list_joined_members)
+        .endpoint(membership::list_members)
+        // History
+        .endpoint(messages::get_messages)
+        .endpoint(messages::get_context)
+        .endpoint(messages::get_room_event)
+        // Aliases and the room directory
+        .endpoint(directory::put_alias)
+        .endpoint(directory::resolve_alias)
+        .endpoint(directory::remove_alias)
+        .endpoint(directory::room_visibility)
+        .endpoint(directory::set_room_visibility)
+        .endpoint(directory::list_public_rooms)
+        .endpoint(directory::search_public_rooms)
 }

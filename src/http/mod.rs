@@ -16,11 +16,15 @@ use axum::{
     middleware,
     response::{IntoResponse, Response},
     routing::{on, MethodFilter},
-    Router,
+    Extension, Router,
 };
 use tower_http::cors::{Any, CorsLayer};
 
 pub use self::ruma::{Ruma, RumaResponse, TokenPolicy};
+
+/// Marks routes whose last path parameter (an empty state key) is not in the path.
+#[derive(Clone, Copy)]
+pub struct EmptyLastPathArg;
 use crate::{error::Error, services::Services};
 
 /// Registers Client-Server endpoints on a router from their ruma request types.
@@ -43,14 +47,17 @@ impl EndpointRouter for Router<Services> {
     {
         // Ruma's endpoint methods are all standard ones; this runs once, at start.
         let filter = MethodFilter::try_from(T::METHOD).expect("endpoint method is a standard HTTP method");
+        let method_router = on(filter, move |State(services): State<Services>, request: Ruma<T>| async move {
+            handler(services, request).await.map(RumaResponse)
+        });
         for path in T::PATH_BUILDER.all_paths() {
-            let handler = handler.clone();
-            self = self.route(
-                path,
-                on(filter, move |State(services): State<Services>, request: Ruma<T>| async move {
-                    handler(services, request).await.map(RumaResponse)
-                }),
-            );
+            self = self.route(path, method_router.clone());
+            // An empty state key leaves the path with a trailing slash, or (as many clients send
+            // it) without the last segment at all: both mean state key "".
+            if let Some(prefix) = path.strip_suffix("/{state_key}") {
+                let empty_key = method_router.clone().layer(Extension(EmptyLastPathArg));
+                self = self.route(prefix, empty_key.clone()).route(&format!("{prefix}/"), empty_key);
+            }
         }
         self
     }

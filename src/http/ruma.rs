@@ -81,10 +81,13 @@ where
 
     async fn from_request(request: Request, services: &Services) -> Result<Self> {
         let (mut parts, body) = request.into_parts();
-        let path_args: Vec<String> = match RawPathParams::from_request_parts(&mut parts, services).await {
+        let mut path_args: Vec<String> = match RawPathParams::from_request_parts(&mut parts, services).await {
             Ok(params) => params.iter().map(|(_, v)| v.to_owned()).collect(),
             Err(_) => return Err(Error::InvalidParam("path parameters are not valid UTF-8".into())),
         };
+        if parts.extensions.get::<super::EmptyLastPathArg>().is_some() {
+            path_args.push(String::new());
+        }
         let client_ip = client_ip(&parts);
         let body = read_body(body, &parts, services.config.limits.max_request_bytes).await?;
 
@@ -102,11 +105,32 @@ where
             serde_json::from_slice::<serde::de::IgnoredAny>(&body)
                 .map_err(|e| Error::NotJson(format!("the request body is not JSON: {e}")))?;
         }
+        let body = upgrade_legacy_uia_password(body);
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let request = axum::http::Request::from_parts(parts, body.as_ref());
         let body = T::try_from_http_request(request, &args).map_err(request_error)?;
         Ok(Ruma { body, session, client_ip })
     }
+}
+
+/// UIA `m.login.password` written the pre-r0.4 way, with a top-level `user` instead of an
+/// `identifier` (matrix-nio documents this form, Synapse accepts it), is rewritten to the current
+/// form before ruma parses it.
+fn upgrade_legacy_uia_password(body: Bytes) -> Bytes {
+    // Cheap test first: only UIA requests carry an `auth` object.
+    if !body.windows(6).any(|w| w == b"\"auth\"") {
+        return body;
+    }
+    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    let Some(serde_json::Value::Object(auth)) = object.get_mut("auth") else { return body };
+    if auth.get("type").and_then(|t| t.as_str()) != Some("m.login.password") || auth.contains_key("identifier") {
+        return body;
+    }
+    let Some(user) = auth.remove("user") else { return body };
+    auth.insert("identifier".into(), serde_json::json!({"type": "m.id.user", "user": user}));
+    serde_json::to_vec(&object).map(Bytes::from).unwrap_or(body)
 }
 
 fn request_error(e: FromHttpRequestError) -> Error {

@@ -6,7 +6,9 @@
 //! and timestamps as milliseconds so that both dialects decode to the same Rust types.
 
 mod devices;
+mod events;
 mod profile;
+mod rooms;
 mod uia;
 mod users;
 
@@ -19,6 +21,8 @@ use sqlx::{
 };
 
 pub use devices::{DeviceRow, SessionRow};
+pub use events::{EventRow, NewEvent, RoomWrite};
+pub use rooms::RoomRow;
 pub use uia::UiaSessionRow;
 pub use users::UserRow;
 

@@ -62,7 +62,8 @@ async fn delete_many_with_uia(backend: Backend) {
     let (status, _) = s.post("/_matrix/client/v3/delete_devices", Some(&cal.token), body.clone()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let mut with_auth = body;
-    with_auth["auth"] = TestServer::password_auth(&cal, None);
+    // The legacy top-level `user` form of m.login.password, as matrix-nio documents it.
+    with_auth["auth"] = json!({"type": "m.login.password", "user": "cal", "password": cal.password});
     assert_eq!(s.post("/_matrix/client/v3/delete_devices", Some(&cal.token), with_auth).await.0, StatusCode::OK);
     let (_, devices) = s.get("/_matrix/client/v3/devices", Some(&cal.token)).await;
     assert_eq!(devices["devices"].as_array().unwrap().len(), 1);

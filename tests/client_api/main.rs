@@ -5,8 +5,12 @@ mod common;
 
 mod account;
 mod devices;
+mod directory;
 mod discovery;
 mod errors;
+mod history;
 mod profile;
 mod register;
+mod room_auth;
+mod rooms;
 mod session;

@@ -256,3 +256,69 @@ pub fn assert_error(result: &(StatusCode, Value), status: u16, errcode: &str) {
     assert_eq!(result.1["errcode"], errcode, "errcode of {}", result.1);
     assert!(result.1["error"].is_string(), "error text in {}", result.1);
 }
+
+/// Room helpers.
+impl TestServer {
+    /// Registers without a password (no argon2 cost), for tests that need many users.
+    pub async fn register_fast(&self, localpart: &str) -> User {
+        let (status, body) = self
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                json!({"username": localpart, "auth": {"type": "m.login.dummy"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "register {localpart}: {body}");
+        User {
+            user_id: body["user_id"].as_str().expect("user_id").to_owned(),
+            localpart: localpart.to_owned(),
+            password: String::new(),
+            token: body["access_token"].as_str().expect("access_token").to_owned(),
+            device_id: body["device_id"].as_str().expect("device_id").to_owned(),
+        }
+    }
+
+    pub async fn create_room(&self, user: &User, body: Value) -> String {
+        let (status, response) = self.post("/_matrix/client/v3/createRoom", Some(&user.token), body).await;
+        assert_eq!(status, StatusCode::OK, "createRoom: {response}");
+        response["room_id"].as_str().expect("room_id").to_owned()
+    }
+
+    pub async fn send_text(&self, user: &User, room_id: &str, text: &str) -> String {
+        let txn = random_suffix();
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
+        let (status, response) = self.put(&path, Some(&user.token), json!({"msgtype": "m.text", "body": text})).await;
+        assert_eq!(status, StatusCode::OK, "send: {response}");
+        response["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    pub async fn join(&self, user: &User, room_id: &str) -> (StatusCode, Value) {
+        self.post(&format!("/_matrix/client/v3/rooms/{room_id}/join"), Some(&user.token), json!({})).await
+    }
+
+    pub async fn invite(&self, by: &User, room_id: &str, user_id: &str) -> (StatusCode, Value) {
+        self.post(&format!("/_matrix/client/v3/rooms/{room_id}/invite"), Some(&by.token), json!({"user_id": user_id}))
+            .await
+    }
+
+    /// Every event of the room visible to `user`, oldest first, paging back with /messages.
+    pub async fn all_messages(&self, user: &User, room_id: &str, page: usize) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut from: Option<String> = None;
+        loop {
+            let mut path = format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit={page}");
+            if let Some(from) = &from {
+                path.push_str(&format!("&from={from}"));
+            }
+            let (status, body) = self.get(&path, Some(&user.token)).await;
+            assert_eq!(status, StatusCode::OK, "messages: {body}");
+            events.extend(body["chunk"].as_array().expect("chunk").iter().cloned());
+            match body["end"].as_str() {
+                Some(end) => from = Some(end.to_owned()),
+                None => break,
+            }
+        }
+        events.reverse();
+        events
+    }
+}

@@ -1,0 +1,98 @@
+//! Reading history (spec: "Syncing" → `/messages`, `/context`, `/event`). Pagination tokens are
+//! stream positions written `t<N>`: events at or before N are "before" the token.
+
+use ruma::api::{
+    client::{
+        context::get_context::v3 as context, filter::RoomEventFilter as RumaFilter,
+        message::get_message_events::v3 as messages, room::get_room_event::v3 as get_event,
+    },
+    Direction as RumaDirection,
+};
+
+use super::rooms::raw;
+use crate::{
+    error::{Error, Result},
+    http::Ruma,
+    rooms::{format, Direction, Pagination, RoomEventFilter},
+    services::Services,
+};
+
+pub fn format_token(position: i64) -> String {
+    format!("t{position}")
+}
+
+/// Reads a pagination token; a sync token (`s<N>_…`) names its room-event position too.
+pub fn parse_token(token: &str) -> Result<i64> {
+    let digits = token.strip_prefix('t').or_else(|| token.strip_prefix('s').map(|s| s.split('_').next().unwrap_or(s)));
+    digits
+        .and_then(|d| d.parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| Error::InvalidParam(format!("invalid pagination token {token:?}")))
+}
+
+fn filter(f: &RumaFilter) -> RoomEventFilter {
+    RoomEventFilter {
+        types: f.types.clone(),
+        not_types: f.not_types.clone(),
+        senders: f.senders.as_ref().map(|s| s.iter().map(|u| u.to_string()).collect()),
+        not_senders: f.not_senders.iter().map(|u| u.to_string()).collect(),
+        lazy_load_members: !f.lazy_load_options.is_disabled(),
+    }
+}
+
+pub async fn get_messages(s: Services, req: Ruma<messages::Request>) -> Result<messages::Response> {
+    let session = req.require_session()?;
+    let b = &req.body;
+    let direction = match b.dir {
+        RumaDirection::Backward => Direction::Backward,
+        _ => Direction::Forward,
+    };
+    let from = b.from.as_deref().map(parse_token).transpose()?;
+    let to = b.to.as_deref().map(parse_token).transpose()?;
+    let limit = b.filter.limit.map(u64::from).unwrap_or(u64::from(b.limit)) as usize;
+    let page = s
+        .rooms
+        .messages(&b.room_id, &session.user_id, Pagination { from, to, direction, limit }, &filter(&b.filter))
+        .await?;
+    let storage = s.rooms.storage();
+    let mut response = messages::Response::new();
+    response.start = match (from, direction) {
+        (Some(_), _) => format_token(page.start),
+        // Without `from`, start is where the page began: the newest event, or the room's start.
+        (None, Direction::Backward) => format_token(page.chunk.first().map(|e| e.stream_ordering).unwrap_or(0)),
+        (None, Direction::Forward) => format_token(0),
+    };
+    response.end = page.end.map(format_token);
+    response.chunk = format::client_events(storage, &page.chunk).await?.iter().map(raw).collect::<Result<_>>()?;
+    response.state = format::client_events(storage, &page.state).await?.iter().map(raw).collect::<Result<_>>()?;
+    Ok(response)
+}
+
+pub async fn get_context(s: Services, req: Ruma<context::Request>) -> Result<context::Response> {
+    let session = req.require_session()?;
+    let b = &req.body;
+    let (event, before, after, state) = s
+        .rooms
+        .context(&b.room_id, &session.user_id, &b.event_id, u64::from(b.limit).min(100) as usize, &filter(&b.filter))
+        .await?;
+    let storage = s.rooms.storage();
+    let mut response = context::Response::new();
+    response.event = Some(raw(&format::client_events(storage, std::slice::from_ref(&event)).await?.remove(0))?);
+    response.events_before =
+        format::client_events(storage, &before.chunk).await?.iter().map(raw).collect::<Result<_>>()?;
+    response.events_after =
+        format::client_events(storage, &after.chunk).await?.iter().map(raw).collect::<Result<_>>()?;
+    response.state = format::client_events(storage, &state).await?.iter().map(raw).collect::<Result<_>>()?;
+    response.start = Some(format_token(before.end.unwrap_or(0)));
+    response.end = Some(format_token(
+        after.end.unwrap_or(after.chunk.last().map(|e| e.stream_ordering).unwrap_or(event.stream_ordering)),
+    ));
+    Ok(response)
+}
+
+pub async fn get_room_event(s: Services, req: Ruma<get_event::Request>) -> Result<get_event::Response> {
+    let session = req.require_session()?;
+    let row = s.rooms.event_for_user(&req.body.room_id, &session.user_id, &req.body.event_id).await?;
+    let event = format::client_events(s.rooms.storage(), std::slice::from_ref(&row)).await?.remove(0);
+    Ok(get_event::Response::new(raw(&event)?))
+}

@@ -1,0 +1,305 @@
+//! Rooms as DAGs of signed events. Every event goes through [`Rooms::append_with`]: under the room's
+//! writer lock it is built on the room's forward extremities, checked against the authorization
+//! rules of the room version (ruma's state-res), and persisted with its edges, state delta and stream
+//! ordering in one transaction.
+
+mod create;
+mod directory;
+pub mod format;
+mod history;
+mod membership;
+pub mod pdu;
+mod signing;
+mod state;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use ruma::{
+    events::TimelineEventType,
+    signatures::Ed25519KeyPair,
+    state_res::{auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules},
+    OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, UserId,
+};
+use serde_json::value::to_raw_value;
+
+use self::pdu::{build_signed_pdu, PduFields};
+pub use self::{
+    create::{CreateRoom, Preset},
+    directory::{PublicRoom, PublicRoomsPage},
+    history::{Direction, MessagesPage, Pagination, RoomEventFilter},
+    membership::Moderation,
+    pdu::{EventDraft, Pdu, PduRef},
+    state::{PowerAction, RoomState},
+};
+use crate::{
+    config::RoomsConfig,
+    error::{Error, Result},
+    storage::{now_ms, NewEvent, Storage},
+};
+
+/// The room versions Axon creates and joins.
+pub const SUPPORTED_VERSIONS: &[&str] = &["10", "11"];
+
+type RoomHandle = Arc<tokio::sync::Mutex<Option<RoomState>>>;
+
+/// A device's transaction, for idempotent sends. A transaction ID is scoped to the device and to
+/// the endpoint it was used on (spec: "Transaction identifiers"), so `scope` names the endpoint
+/// (e.g. the room and event type of a send) and reusing an ID elsewhere makes a new event.
+#[derive(Clone)]
+pub struct Txn<'a> {
+    pub device_id: &'a str,
+    pub scope: String,
+    pub txn_id: &'a str,
+}
+
+impl Txn<'_> {
+    fn key(&self) -> String {
+        format!("{}\n{}", self.scope, self.txn_id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub event_id: OwnedEventId,
+    pub stream_ordering: i64,
+}
+
+#[derive(Clone)]
+pub struct Rooms {
+    storage: Storage,
+    server_name: OwnedServerName,
+    key: Arc<Ed25519KeyPair>,
+    config: RoomsConfig,
+    /// One writer lock and state cache per room.
+    handles: Arc<Mutex<HashMap<OwnedRoomId, RoomHandle>>>,
+}
+
+impl Rooms {
+    pub async fn new(storage: Storage, server_name: OwnedServerName, config: RoomsConfig) -> Result<Self> {
+        let key = Arc::new(signing::load_or_generate(&storage).await?);
+        Ok(Self { storage, server_name, key, config, handles: Arc::default() })
+    }
+
+    pub fn config(&self) -> &RoomsConfig {
+        &self.config
+    }
+
+    fn handle(&self, room_id: &RoomId) -> RoomHandle {
+        let mut handles = self.handles.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        handles.entry(room_id.to_owned()).or_default().clone()
+    }
+
+    /// Runs `f` on the room's current state; `NotFound` when the room does not exist.
+    pub async fn with_state<R>(&self, room_id: &RoomId, f: impl FnOnce(&RoomState) -> R) -> Result<R> {
+        let handle = self.handle(room_id);
+        let mut guard = handle.lock().await;
+        let head = self.storage.room(room_id.as_str()).await?.map(|r| r.head_stream);
+        match (guard.as_ref(), head) {
+            (_, None) => return Err(Error::NotFound("no such room".into())),
+            (Some(state), Some(head)) if state.head == head => {}
+            _ => *guard = RoomState::load(&self.storage, room_id.as_str()).await?,
+        }
+        guard.as_ref().map(f).ok_or_else(|| Error::NotFound("no such room".into()))
+    }
+
+    /// Appends an event built by `build` from the room's state, atomically with respect to every
+    /// other writer of the room. With a transaction ID already used by the device, returns the
+    /// event it produced and stores nothing.
+    pub async fn append_with(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        txn: Option<Txn<'_>>,
+        build: impl FnOnce(&RoomState) -> Result<EventDraft>,
+    ) -> Result<Appended> {
+        let handle = self.handle(room_id);
+        let mut guard = handle.lock().await;
+        let result = self.append_locked(&mut guard, room_id, sender, txn, build).await;
+        if matches!(result, Err(Error::Database(_) | Error::Internal(_))) {
+            // The transaction rolled back; the cache may hold what it did not persist.
+            *guard = None;
+        }
+        result
+    }
+
+    async fn append_locked(
+        &self,
+        guard: &mut Option<RoomState>,
+        room_id: &RoomId,
+        sender: &UserId,
+        txn: Option<Txn<'_>>,
+        build: impl FnOnce(&RoomState) -> Result<EventDraft>,
+    ) -> Result<Appended> {
+        if let Some(txn) = &txn {
+            if let Some(event_id) = self.storage.transaction_event(sender.as_str(), txn.device_id, &txn.key()).await? {
+                let event =
+                    self.storage.event(&event_id).await?.ok_or_else(|| Error::internal("transaction without event"))?;
+                return Ok(Appended {
+                    event_id: OwnedEventId::try_from(event_id).map_err(Error::internal)?,
+                    stream_ordering: event.stream_ordering,
+                });
+            }
+        }
+        let (mut write, head) = self
+            .storage
+            .begin_room_write(room_id.as_str())
+            .await?
+            .ok_or_else(|| Error::NotFound("no such room".into()))?;
+        if guard.as_ref().is_none_or(|s| s.head != head) {
+            *guard = RoomState::load(&self.storage, room_id.as_str()).await?;
+        }
+        let state = guard.as_mut().ok_or_else(|| Error::NotFound("no such room".into()))?;
+        let draft = build(state)?;
+
+        // Select the auth events from the current state (spec: "Auth events selection").
+        let content_raw = to_raw_value(&draft.content).map_err(Error::internal)?;
+        let kind = TimelineEventType::from(draft.kind.as_str());
+        let auth_types =
+            auth_types_for_event(&kind, sender, draft.state_key.as_deref(), &content_raw, &state.rules.authorization)
+                .map_err(|e| Error::BadJson(format!("invalid content for {}: {e}", draft.kind)))?;
+        let mut auth_events: Vec<OwnedEventId> =
+            auth_types.iter().filter_map(|(t, k)| state.get_typed(t, k).map(|p| p.event_id.clone())).collect();
+        auth_events.sort();
+        auth_events.dedup();
+
+        let depth = state.max_depth + 1;
+        let fields = PduFields {
+            room_id,
+            sender,
+            draft: &draft,
+            prev_events: &state.extremities,
+            auth_events: &auth_events,
+            depth: depth as u64,
+            origin_server_ts: now_ms() as u64,
+        };
+        let (event_id, json) =
+            build_signed_pdu(&fields, &state.rules, self.server_name.as_str(), &self.key, self.config.max_event_bytes)?;
+        let pdu = Arc::new(Pdu::parse(event_id.as_str(), &json)?);
+
+        check_state_independent_auth_rules(&state.rules.authorization, &*pdu, |id| state.by_event_id(id))
+            .map_err(Error::Forbidden)?;
+        check_state_dependent_auth_rules(&state.rules.authorization, &*pdu, |t, k| state.get_typed(t, k))
+            .map_err(Error::Forbidden)?;
+
+        // A state event gets a new snapshot: a delta on the current one, or a full one when the
+        // chain has grown long.
+        let mut snapshot = state.snapshot;
+        if let Some(state_key) = &draft.state_key {
+            let (parent, chain) = match state.snapshot {
+                Some((id, chain)) if chain < state::MAX_SNAPSHOT_CHAIN => (Some(id), chain + 1),
+                _ => (None, 0),
+            };
+            let mut entries: Vec<(String, String, String)> =
+                vec![(draft.kind.clone(), state_key.clone(), event_id.to_string())];
+            if parent.is_none() {
+                entries.extend(
+                    state
+                        .current
+                        .iter()
+                        .filter(|((t, k), _)| !(t == &draft.kind && k == state_key))
+                        .map(|((t, k), p)| (t.clone(), k.clone(), p.event_id.to_string())),
+                );
+            }
+            let refs: Vec<(&str, &str, &str)> =
+                entries.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+            let id = write.insert_state_snapshot(room_id.as_str(), parent, chain, &refs).await?;
+            snapshot = Some((id, chain));
+        }
+        let snapshot_id =
+            snapshot.map(|(id, _)| id).ok_or_else(|| Error::internal("first event of a room must be state"))?;
+
+        let stream = write
+            .insert_event(&NewEvent {
+                event_id: event_id.as_str(),
+                room_id: room_id.as_str(),
+                depth,
+                event_type: &draft.kind,
+                state_key: draft.state_key.as_deref(),
+                sender: sender.as_str(),
+                origin_server_ts: fields.origin_server_ts as i64,
+                state_snapshot: snapshot_id,
+                pdu: &json,
+            })
+            .await?;
+        let prev: Vec<&str> = state.extremities.iter().map(|e| e.as_str()).collect();
+        let auth: Vec<&str> = auth_events.iter().map(|e| e.as_str()).collect();
+        write.insert_edges(event_id.as_str(), &prev, &auth).await?;
+        write.replace_forward_extremities(room_id.as_str(), &prev, event_id.as_str()).await?;
+        if let Some(state_key) = &draft.state_key {
+            write.set_current_state(room_id.as_str(), &draft.kind, state_key, event_id.as_str()).await?;
+            if let Some(membership) = pdu.membership() {
+                write.set_membership(room_id.as_str(), state_key, &membership, event_id.as_str(), stream).await?;
+            }
+        }
+        if let Some(txn) = &txn {
+            write.insert_transaction_id(sender.as_str(), txn.device_id, &txn.key(), event_id.as_str()).await?;
+        }
+        if let Some(target) = pdu.redacted_event() {
+            self.apply_redaction(&mut write, state, &pdu, target).await?;
+        }
+        write.set_head_stream(room_id.as_str(), stream).await?;
+        write.commit().await?;
+
+        if let Some(state_key) = &draft.state_key {
+            state.current.insert((draft.kind.clone(), state_key.clone()), pdu.clone());
+        }
+        state.extremities = vec![event_id.clone()];
+        state.max_depth = depth;
+        state.head = stream;
+        state.snapshot = snapshot;
+        Ok(Appended { event_id, stream_ordering: stream })
+    }
+
+    pub async fn append(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: EventDraft,
+        txn: Option<Txn<'_>>,
+    ) -> Result<Appended> {
+        self.append_with(room_id, sender, txn, |_| Ok(draft)).await
+    }
+
+    /// Strips the target's content for every reader, now and later, when the redaction's sender
+    /// may redact it (spec: "Redactions": the original sender, or power at least `redact`).
+    async fn apply_redaction(
+        &self,
+        write: &mut crate::storage::RoomWrite,
+        state: &mut RoomState,
+        redaction: &Pdu,
+        target: &ruma::EventId,
+    ) -> Result<()> {
+        let Some(row) = self.storage.event(target.as_str()).await? else { return Ok(()) };
+        if row.room_id != redaction.room_id.as_str() || row.redacted_by.is_some() {
+            return Ok(());
+        }
+        let allowed = row.sender == redaction.sender.as_str()
+            || state.user_power(&redaction.sender) >= state.required_power(PowerAction::Redact);
+        if !allowed {
+            return Ok(());
+        }
+        let redacted = pdu::redacted_pdu_json(&row.pdu, &state.rules)?;
+        write.redact_event(target.as_str(), &redacted, redaction.event_id.as_str()).await?;
+        // A redacted state event stays in the state with its redacted content.
+        if let Some(key) = &row.state_key {
+            let current = state.get(&row.event_type, key).is_some_and(|p| p.event_id == target);
+            if current {
+                state
+                    .current
+                    .insert((row.event_type.clone(), key.clone()), Arc::new(Pdu::parse(&row.event_id, &redacted)?));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn server_name(&self) -> &OwnedServerName {
+        &self.server_name
+    }
+}

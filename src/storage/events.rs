@@ -1,0 +1,453 @@
+//! `events`, `event_edges`, `event_auth_edges`, `room_forward_extremities`, `room_current_state`,
+//! `room_memberships`, `event_transactions`: persisting PDUs (one transaction per event through
+//! [`RoomWrite`]) and reading them back.
+
+use sqlx::{any::AnyRow, Any, Row, Transaction};
+
+use super::Storage;
+use crate::error::Result;
+
+/// A stored event as the room and client layers read it.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub sender: String,
+    pub state_snapshot: i64,
+    pub pdu: String,
+    pub redacted_by: Option<String>,
+}
+
+const EVENT_COLUMNS: &str =
+    "stream_ordering, event_id, room_id, event_type, state_key, sender, state_snapshot, pdu, redacted_by";
+
+fn event_row(r: AnyRow) -> EventRow {
+    EventRow {
+        stream_ordering: r.get(0),
+        event_id: r.get(1),
+        room_id: r.get(2),
+        event_type: r.get(3),
+        state_key: r.get(4),
+        sender: r.get(5),
+        state_snapshot: r.get(6),
+        pdu: r.get(7),
+        redacted_by: r.get(8),
+    }
+}
+
+/// A new event to persist.
+pub struct NewEvent<'a> {
+    pub event_id: &'a str,
+    pub room_id: &'a str,
+    pub depth: i64,
+    pub event_type: &'a str,
+    pub state_key: Option<&'a str>,
+    pub sender: &'a str,
+    pub origin_server_ts: i64,
+    pub state_snapshot: i64,
+    pub pdu: &'a str,
+}
+
+/// `$first, $first+1, …` for `count` parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The transaction in which one event of one room is persisted. It begins by updating the room's
+/// row, which holds the room's write lock (a row lock on PostgreSQL, the database write lock on
+/// SQLite) until commit: writers of one room are serialized across processes.
+pub struct RoomWrite {
+    tx: Transaction<'static, Any>,
+}
+
+impl Storage {
+    /// Begins a room write; returns it with the room's head stream ordering, or `None` when the
+    /// room does not exist.
+    pub async fn begin_room_write(&self, room_id: &str) -> Result<Option<(RoomWrite, i64)>> {
+        let mut tx = self.pool.begin().await?;
+        let head = sqlx::query("UPDATE rooms SET head_stream = head_stream WHERE room_id = $1 RETURNING head_stream")
+            .bind(room_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        Ok(head.map(|r| (RoomWrite { tx }, r.get(0))))
+    }
+
+    pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
+        Ok(sqlx::query(&sql).bind(event_id).fetch_optional(&self.pool).await?.map(event_row))
+    }
+
+    /// The events with these IDs that exist, in no particular order.
+    pub async fn events(&self, event_ids: &[&str]) -> Result<Vec<EventRow>> {
+        let mut found = Vec::with_capacity(event_ids.len());
+        for chunk in event_ids.chunks(500) {
+            let sql =
+                format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})", placeholders(1, chunk.len()));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            found.extend(query.fetch_all(&self.pool).await?.into_iter().map(event_row));
+        }
+        Ok(found)
+    }
+
+    /// Up to `limit` events of the room with `after < stream_ordering <= before`, newest first when
+    /// `backwards`, else oldest first.
+    pub async fn room_events(
+        &self,
+        room_id: &str,
+        after: i64,
+        before: i64,
+        backwards: bool,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
+        let order = if backwards { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
+             ORDER BY stream_ordering {order} LIMIT $4"
+        );
+        let rows = sqlx::query(&sql).bind(room_id).bind(after).bind(before).bind(limit).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(event_row).collect())
+    }
+
+    /// The room's state events of one type (and, if given, state key) up to a stream position,
+    /// oldest first: the history of that piece of state.
+    pub async fn state_history(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: Option<&str>,
+        upto: i64,
+    ) -> Result<Vec<EventRow>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND event_type = $2 AND state_key IS NOT NULL \
+             AND ($3 IS NULL OR state_key = $3) AND stream_ordering <= $4 ORDER BY stream_ordering"
+        );
+        let rows =
+            sqlx::query(&sql).bind(room_id).bind(event_type).bind(state_key).bind(upto).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(event_row).collect())
+    }
+
+    /// The room's current state events.
+    pub async fn current_state_events(&self, room_id: &str) -> Result<Vec<EventRow>> {
+        let sql = format!(
+            "SELECT {} FROM room_current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = $1",
+            EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ")
+        );
+        Ok(sqlx::query(&sql).bind(room_id).fetch_all(&self.pool).await?.into_iter().map(event_row).collect())
+    }
+
+    /// The room's forward extremities with their depth and state snapshot.
+    pub async fn forward_extremities(&self, room_id: &str) -> Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT e.event_id, e.depth, e.state_snapshot FROM room_forward_extremities f \
+             JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1 ORDER BY e.event_id",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    /// The event a device's transaction ID produced, if any.
+    pub async fn transaction_event(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT event_id FROM event_transactions WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(txn_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// The full auth chain of the given events (all events reachable through `auth_events`).
+    pub async fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "WITH RECURSIVE chain(event_id) AS ( \
+               SELECT auth_event_id FROM event_auth_edges WHERE event_id IN ({}) \
+               UNION SELECT a.auth_event_id FROM event_auth_edges a JOIN chain c ON a.event_id = c.event_id) \
+             SELECT event_id FROM chain ORDER BY event_id",
+            placeholders(1, event_ids.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in event_ids {
+            query = query.bind(*id);
+        }
+        Ok(query.fetch_all(&self.pool).await?.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Rooms where the user's membership is one of `memberships`, with that membership.
+    pub async fn rooms_of_user(&self, user_id: &str, memberships: &[&str]) -> Result<Vec<(String, String)>> {
+        let sql = format!(
+            "SELECT room_id, membership FROM room_memberships WHERE user_id = $1 AND forgotten = 0 \
+             AND membership IN ({}) ORDER BY room_id",
+            placeholders(2, memberships.len())
+        );
+        let mut query = sqlx::query(&sql).bind(user_id);
+        for m in memberships {
+            query = query.bind(*m);
+        }
+        Ok(query.fetch_all(&self.pool).await?.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// The user's current membership in the room, if any.
+    pub async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT membership FROM room_memberships WHERE room_id = $1 AND user_id = $2")
+            .bind(room_id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Hides a room the user has left from their room lists.
+    pub async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<()> {
+        sqlx::query("UPDATE room_memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2")
+            .bind(room_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Number of members per membership for each of the rooms: (room, membership, count).
+    pub async fn membership_counts(&self, room_ids: &[&str]) -> Result<Vec<(String, String, i64)>> {
+        if room_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT room_id, membership, COUNT(*) FROM room_memberships WHERE room_id IN ({}) GROUP BY room_id, membership",
+            placeholders(1, room_ids.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in room_ids {
+            query = query.bind(*id);
+        }
+        Ok(query.fetch_all(&self.pool).await?.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+}
+
+impl RoomWrite {
+    pub async fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO events (event_id, room_id, depth, event_type, state_key, sender, origin_server_ts, state_snapshot, pdu) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING stream_ordering",
+        )
+        .bind(e.event_id)
+        .bind(e.room_id)
+        .bind(e.depth)
+        .bind(e.event_type)
+        .bind(e.state_key)
+        .bind(e.sender)
+        .bind(e.origin_server_ts)
+        .bind(e.state_snapshot)
+        .bind(e.pdu)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(row.get(0))
+    }
+
+    /// Records `prev_events` and `auth_events` edges of a new event.
+    pub async fn insert_edges(&mut self, event_id: &str, prev_events: &[&str], auth_events: &[&str]) -> Result<()> {
+        for (table, column, targets) in
+            [("event_edges", "prev_event_id", prev_events), ("event_auth_edges", "auth_event_id", auth_events)]
+        {
+            if targets.is_empty() {
+                continue;
+            }
+            let values: Vec<String> = (0..targets.len()).map(|i| format!("($1, ${})", i + 2)).collect();
+            let sql =
+                format!("INSERT INTO {table} (event_id, {column}) VALUES {} ON CONFLICT DO NOTHING", values.join(", "));
+            let mut query = sqlx::query(&sql).bind(event_id);
+            for target in targets {
+                query = query.bind(*target);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// The new event becomes the room's forward extremity, replacing the events it references.
+    pub async fn replace_forward_extremities(&mut self, room_id: &str, referenced: &[&str], new: &str) -> Result<()> {
+        if !referenced.is_empty() {
+            let sql = format!(
+                "DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id IN ({})",
+                placeholders(2, referenced.len())
+            );
+            let mut query = sqlx::query(&sql).bind(room_id);
+            for id in referenced {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        sqlx::query("INSERT INTO room_forward_extremities (room_id, event_id) VALUES ($1, $2)")
+            .bind(room_id)
+            .bind(new)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_current_state(
+        &mut self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+        event_id: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO room_current_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
+        )
+        .bind(room_id)
+        .bind(event_type)
+        .bind(state_key)
+        .bind(event_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_membership(
+        &mut self,
+        room_id: &str,
+        user_id: &str,
+        membership: &str,
+        event_id: &str,
+        stream: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_ordering, forgotten) \
+             VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (room_id, user_id) DO UPDATE SET \
+             membership = excluded.membership, event_id = excluded.event_id, \
+             stream_ordering = excluded.stream_ordering, forgotten = 0",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .bind(membership)
+        .bind(event_id)
+        .bind(stream)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn insert_transaction_id(
+        &mut self,
+        user_id: &str,
+        device_id: &str,
+        txn_id: &str,
+        event_id: &str,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO event_transactions (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
+            .bind(user_id)
+            .bind(device_id)
+            .bind(txn_id)
+            .bind(event_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces an event's PDU by its redacted form.
+    pub async fn redact_event(&mut self, event_id: &str, redacted_pdu: &str, redacted_by: &str) -> Result<()> {
+        sqlx::query("UPDATE events SET pdu = $2, redacted_by = $3 WHERE event_id = $1")
+            .bind(event_id)
+            .bind(redacted_pdu)
+            .bind(redacted_by)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// A new state snapshot: `parent` plus `entries` (type, state key, event ID).
+    pub async fn insert_state_snapshot(
+        &mut self,
+        room_id: &str,
+        parent: Option<i64>,
+        chain_length: i64,
+        entries: &[(&str, &str, &str)],
+    ) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO state_snapshots (room_id, parent_id, chain_length) VALUES ($1, $2, $3) RETURNING snapshot_id",
+        )
+        .bind(room_id)
+        .bind(parent)
+        .bind(chain_length)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let snapshot_id: i64 = row.get(0);
+        for chunk in entries.chunks(200) {
+            let values: Vec<String> =
+                (0..chunk.len()).map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4)).collect();
+            let sql = format!(
+                "INSERT INTO state_snapshot_entries (snapshot_id, event_type, state_key, event_id) VALUES {}",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(snapshot_id);
+            for (event_type, state_key, event_id) in chunk {
+                query = query.bind(*event_type).bind(*state_key).bind(*event_id);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        Ok(snapshot_id)
+    }
+
+    pub async fn set_head_stream(&mut self, room_id: &str, stream: i64) -> Result<()> {
+        sqlx::query("UPDATE rooms SET head_stream = $2 WHERE room_id = $1")
+            .bind(room_id)
+            .bind(stream)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Storage {
+    /// Every entry of a state snapshot, resolved along its parent chain: (type, state key, event ID).
+    pub async fn state_snapshot(&self, snapshot_id: i64) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "WITH RECURSIVE chain(snapshot_id, parent_id, lvl) AS ( \
+               SELECT snapshot_id, parent_id, 0 FROM state_snapshots WHERE snapshot_id = $1 \
+               UNION ALL SELECT s.snapshot_id, s.parent_id, c.lvl + 1 FROM state_snapshots s JOIN chain c ON s.snapshot_id = c.parent_id) \
+             SELECT e.event_type, e.state_key, e.event_id FROM chain c \
+             JOIN state_snapshot_entries e ON e.snapshot_id = c.snapshot_id ORDER BY c.lvl",
+        )
+        .bind(snapshot_id)
+        .fetch_all(&self.pool)
+        .await?;
+        // Nearest snapshot first: the first entry seen for a key is the one in force.
+        let mut seen = std::collections::HashSet::new();
+        let mut entries = Vec::new();
+        for r in rows {
+            let (t, k, e): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            if seen.insert((t.clone(), k.clone())) {
+                entries.push((t, k, e));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The chain length of a snapshot (0 for a full one).
+    pub async fn state_snapshot_chain_length(&self, snapshot_id: i64) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT chain_length FROM state_snapshots WHERE snapshot_id = $1")
+            .bind(snapshot_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
