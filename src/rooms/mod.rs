@@ -9,6 +9,7 @@ pub mod format;
 mod history;
 mod membership;
 pub mod pdu;
+mod resolve;
 mod signing;
 mod state;
 
@@ -185,21 +186,22 @@ impl Rooms {
             .map_err(Error::Forbidden)?;
 
         // A state event gets a new snapshot: a delta on the current one, or a full one when the
-        // chain has grown long.
+        // chain has grown long. After a resolution every event gets a full one: the resolved
+        // state is in no snapshot yet.
         let mut snapshot = state.snapshot;
-        if let Some(state_key) = &draft.state_key {
+        if draft.state_key.is_some() || state.resolved {
             let (parent, chain) = match state.snapshot {
-                Some((id, chain)) if chain < state::MAX_SNAPSHOT_CHAIN => (Some(id), chain + 1),
+                Some((id, chain)) if chain < state::MAX_SNAPSHOT_CHAIN && !state.resolved => (Some(id), chain + 1),
                 _ => (None, 0),
             };
-            let mut entries: Vec<(String, String, String)> =
-                vec![(draft.kind.clone(), state_key.clone(), event_id.to_string())];
+            let new_entry = draft.state_key.as_ref().map(|key| (draft.kind.clone(), key.clone(), event_id.to_string()));
+            let mut entries: Vec<(String, String, String)> = new_entry.iter().cloned().collect();
             if parent.is_none() {
                 entries.extend(
                     state
                         .current
                         .iter()
-                        .filter(|((t, k), _)| !(t == &draft.kind && k == state_key))
+                        .filter(|((t, k), _)| new_entry.as_ref().is_none_or(|(nt, nk, _)| !(t == nt && k == nk)))
                         .map(|((t, k), p)| (t.clone(), k.clone(), p.event_id.to_string())),
                 );
             }
@@ -228,6 +230,17 @@ impl Rooms {
         let auth: Vec<&str> = auth_events.iter().map(|e| e.as_str()).collect();
         write.insert_edges(event_id.as_str(), &prev, &auth).await?;
         write.replace_forward_extremities(room_id.as_str(), &prev, event_id.as_str()).await?;
+        if state.resolved {
+            // The resolved state becomes the stored current state.
+            for ((kind, key), resolved) in &state.current {
+                write.set_current_state(room_id.as_str(), kind, key, resolved.event_id.as_str()).await?;
+                if let Some(membership) = resolved.membership() {
+                    write
+                        .set_membership(room_id.as_str(), key, &membership, resolved.event_id.as_str(), stream)
+                        .await?;
+                }
+            }
+        }
         if let Some(state_key) = &draft.state_key {
             write.set_current_state(room_id.as_str(), &draft.kind, state_key, event_id.as_str()).await?;
             if let Some(membership) = pdu.membership() {
@@ -250,6 +263,7 @@ impl Rooms {
         state.max_depth = depth;
         state.head = stream;
         state.snapshot = snapshot;
+        state.resolved = false;
         Ok(Appended { event_id, stream_ordering: stream })
     }
 

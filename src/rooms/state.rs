@@ -27,6 +27,9 @@ pub struct RoomState {
     pub max_depth: i64,
     /// The snapshot of the current state, and how many deltas it sits on.
     pub snapshot: Option<(i64, i64)>,
+    /// The current state was resolved from several extremities and is in no snapshot yet: the
+    /// next event stores it whole (snapshot and current-state rows).
+    pub resolved: bool,
 }
 
 impl RoomState {
@@ -43,13 +46,21 @@ impl RoomState {
         }
         let extremities = storage.forward_extremities(room_id).await?;
         let max_depth = extremities.iter().map(|(_, depth, _)| *depth).max().unwrap_or(0);
-        // Every local write references all extremities, so a room written only by Axon has one.
-        let snapshot = match extremities.iter().map(|(_, _, s)| *s).max() {
-            Some(id) => Some((id, storage.state_snapshot_chain_length(id).await?.unwrap_or(0))),
+        // Every local write references all extremities, so a room written only by Axon has one;
+        // several come from other servers' concurrent events, and their states are resolved.
+        let mut snapshots: Vec<i64> = extremities.iter().map(|(_, _, s)| *s).collect();
+        snapshots.sort_unstable();
+        snapshots.dedup();
+        let resolved = snapshots.len() > 1;
+        if resolved {
+            current = super::resolve::resolve_snapshots(storage, &rules, &snapshots).await?;
+        }
+        let snapshot = match snapshots.last() {
+            Some(&id) => Some((id, storage.state_snapshot_chain_length(id).await?.unwrap_or(0))),
             None => None,
         };
         let extremities = extremities.into_iter().filter_map(|(id, _, _)| OwnedEventId::try_from(id).ok()).collect();
-        Ok(Some(Self { version, rules, head: room.head_stream, current, extremities, max_depth, snapshot }))
+        Ok(Some(Self { version, rules, head: room.head_stream, current, extremities, max_depth, snapshot, resolved }))
     }
 
     pub fn get(&self, kind: &str, state_key: &str) -> Option<&PduRef> {

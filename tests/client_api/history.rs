@@ -5,13 +5,15 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::Row;
 
-use crate::common::{Backend, TestServer};
+use crate::common::{forward_extremity_count, prev_events, urlencode, Backend, TestServer};
 
 crate::backend_tests!(
     concurrent_senders_one_room,
     ten_thousand_messages_reach_create,
     context_and_members_at,
     state_and_auth_chain_from_storage,
+    forked_dag_is_resolved_and_merged,
+    message_filters,
 );
 
 async fn concurrent_senders_one_room(backend: Backend) {
@@ -63,24 +65,10 @@ async fn concurrent_senders_one_room(backend: Backend) {
 
     // The DAG is a single line: one forward extremity, each event pointing at the one before.
     let pool = s.db.pool().await;
-    let extremities: i64 = sqlx::query("SELECT COUNT(*) FROM room_forward_extremities WHERE room_id = $1")
-        .bind(&room)
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(extremities, 1);
+    assert_eq!(forward_extremity_count(&pool, &room).await, 1);
     let all = ids(&seen_by_owner);
     for pair in all.windows(2) {
-        let prev: Vec<String> = sqlx::query("SELECT prev_event_id FROM event_edges WHERE event_id = $1")
-            .bind(&pair[1])
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        assert_eq!(prev, vec![pair[0].clone()]);
+        assert_eq!(prev_events(&pool, &pair[1]).await, vec![pair[0].clone()]);
     }
     pool.close().await;
     s.stop().await;
@@ -249,5 +237,123 @@ async fn state_and_auth_chain_from_storage(backend: Backend) {
     assert!(!chain.contains(&last), "an event is not in its own auth chain");
     storage.close().await;
     pool.close().await;
+    s.stop().await;
+}
+
+/// Two forward extremities (as concurrent events from other servers leave them) are resolved with
+/// state resolution v2, and the next event merges them. The fork is made by adding an older event
+/// back as an extremity while the server is down: its branch still has bob joined and the old name.
+async fn forked_dag_is_resolved_and_merged(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let room = s.create_room(&alice, json!({"preset": "public_chat", "name": "before"})).await;
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    let old_branch = s.send_text(&bob, &room, "bob was here").await;
+    let (_, old_name) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/?format=event"), Some(&alice.token)).await;
+    let (_, bob_joined) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{}?format=event", bob.user_id),
+            Some(&alice.token),
+        )
+        .await;
+    s.put(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"), Some(&alice.token), json!({"name": "after"}))
+        .await;
+    let ban = s
+        .post(&format!("/_matrix/client/v3/rooms/{room}/ban"), Some(&alice.token), json!({"user_id": bob.user_id}))
+        .await;
+    assert_eq!(ban.0, StatusCode::OK);
+
+    let pool = s.db.pool().await;
+    sqlx::query("INSERT INTO room_forward_extremities (room_id, event_id) VALUES ($1, $2)")
+        .bind(&room)
+        .bind(&old_branch)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The stored current state is made to say the old branch's state: only a real resolution of
+    // the two branches' snapshots brings back the ban and the new name.
+    for (kind, key, event) in [("m.room.name", "", &old_name), ("m.room.member", bob.user_id.as_str(), &bob_joined)] {
+        sqlx::query(
+            "UPDATE room_current_state SET event_id = $1 WHERE room_id = $2 AND event_type = $3 AND state_key = $4",
+        )
+        .bind(event["event_id"].as_str().unwrap())
+        .bind(&room)
+        .bind(kind)
+        .bind(key)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let s = s.restart(|_| {}).await;
+
+    // The resolved state keeps the ban and the new name: bob cannot send.
+    let refused = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/x"),
+            Some(&bob.token),
+            json!({"body": "sneaky"}),
+        )
+        .await;
+    assert_eq!(refused.0, StatusCode::FORBIDDEN, "{}", refused.1);
+    let merge = s.send_text(&alice, &room, "merged").await;
+    let prevs = prev_events(&pool, &merge).await;
+    assert!(prevs.contains(&old_branch) && prevs.len() == 2, "the merge references both branches: {prevs:?}");
+    assert_eq!(forward_extremity_count(&pool, &room).await, 1);
+    let (_, name) = s.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"), Some(&alice.token)).await;
+    assert_eq!(name["name"], "after");
+    let (_, context) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/context/{merge}?limit=0"), Some(&alice.token)).await;
+    let bob_member =
+        context["state"].as_array().unwrap().iter().find(|e| e["state_key"] == bob.user_id.as_str()).unwrap();
+    assert_eq!(
+        bob_member["content"]["membership"], "ban",
+        "the merged event's state snapshot holds the resolved state"
+    );
+    // Still one line from here on, and the room keeps working after another restart.
+    let s = s.restart(|_| {}).await;
+    s.send_text(&alice, &room, "after restart").await;
+    pool.close().await;
+    s.stop().await;
+}
+
+async fn message_filters(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    s.send_text(&alice, &room, "a1").await;
+    s.send_text(&bob, &room, "b1").await;
+    s.put(&format!("/_matrix/client/v3/rooms/{room}/send/org.example.custom/c1"), Some(&alice.token), json!({"x": 1}))
+        .await;
+    let get = |filter: serde_json::Value| {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50&filter={}",
+            urlencode(&filter.to_string())
+        );
+        let (s, token) = (&s, bob.token.clone());
+        async move {
+            let (status, body) = s.get(&path, Some(&token)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        }
+    };
+    let kinds = |body: &serde_json::Value| {
+        body["chunk"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(&get(json!({"types": ["m.room.message"]})).await), ["m.room.message", "m.room.message"]);
+    assert_eq!(kinds(&get(json!({"types": ["org.example.*"]})).await), ["org.example.custom"]);
+    assert!(!kinds(&get(json!({"not_types": ["m.room.*"]})).await).iter().any(|k| k.starts_with("m.room.")));
+    let from_bob = get(json!({"senders": [bob.user_id], "types": ["m.room.message"]})).await;
+    assert_eq!(from_bob["chunk"].as_array().unwrap().len(), 1);
+    assert_eq!(from_bob["chunk"][0]["content"]["body"], "b1");
+    let lazy = get(json!({"types": ["m.room.message"], "lazy_load_members": true})).await;
+    let mut members: Vec<String> =
+        lazy["state"].as_array().unwrap().iter().map(|e| e["state_key"].as_str().unwrap().to_owned()).collect();
+    members.sort();
+    assert_eq!(members, [alice.user_id.clone(), bob.user_id.clone()], "member events of the chunk's senders");
+    assert!(get(json!({"types": ["m.room.message"]})).await["state"].as_array().is_none_or(|s| s.is_empty()));
     s.stop().await;
 }

@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{assert_error, Backend, TestServer};
+use crate::common::{assert_error, urlencode, Backend, TestServer};
 
 crate::backend_tests!(
     uia_dummy_flow,
@@ -178,8 +178,4 @@ async fn inhibit_login_and_generated_names(backend: Backend) {
     let user_id = body["user_id"].as_str().unwrap();
     assert!(user_id.starts_with('@') && user_id.ends_with(":localhost"), "{user_id}");
     s.stop().await;
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }

@@ -146,6 +146,19 @@ impl TestServer {
         Self { backend, base, http: reqwest::Client::new(), db, running: Some(running) }
     }
 
+    /// Stops the server and starts a new one on the same database, as a restart would.
+    pub async fn restart(mut self, tweak: impl FnOnce(&mut Config)) -> Self {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+        let mut config = test_config(&self.db.url);
+        tweak(&mut config);
+        let running = axon::server::start(config).await.expect("server restarts");
+        self.base = format!("http://{}", running.client_addr);
+        self.running = Some(running);
+        self
+    }
+
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
@@ -321,4 +334,30 @@ impl TestServer {
         events.reverse();
         events
     }
+}
+
+/// Percent-encodes everything but ASCII letters and digits, for query parameters.
+pub fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+/// The forward extremities of a room and the `prev_events` of an event, as stored.
+pub async fn forward_extremity_count(pool: &sqlx::AnyPool, room_id: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::query("SELECT COUNT(*) FROM room_forward_extremities WHERE room_id = $1")
+        .bind(room_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .get(0)
+}
+
+pub async fn prev_events(pool: &sqlx::AnyPool, event_id: &str) -> Vec<String> {
+    use sqlx::Row;
+    let rows = sqlx::query("SELECT prev_event_id FROM event_edges WHERE event_id = $1 ORDER BY prev_event_id")
+        .bind(event_id)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
 }
