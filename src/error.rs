@@ -36,6 +36,9 @@ pub enum Error {
     UserDeactivated,
     #[error("{0}")]
     KeyTooLarge(String),
+    /// Data the server manages itself and clients may not write (405 `M_BAD_JSON`).
+    #[error("{0}")]
+    ServerManaged(String),
     #[error("{0}")]
     UnsupportedRoomVersion(String),
     #[error("{0}")]

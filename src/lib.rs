@@ -3,9 +3,11 @@
 pub mod accounts;
 pub mod client;
 pub mod config;
+pub mod ephemeral;
 pub mod error;
 pub mod http;
 pub mod rooms;
 pub mod server;
 pub mod services;
 pub mod storage;
+pub mod sync;

@@ -77,13 +77,31 @@ async fn serve(listener: TcpListener, app: axum::Router, mut stopped: watch::Rec
     }
 }
 
-/// Periodic upkeep that must not grow with the number of users.
+/// Periodic upkeep that must not grow with the number of users: typing expiry (only rooms where
+/// someone types), idle rate-limit buckets and notifier entries.
 async fn housekeeping(services: Services, mut stopped: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut typing = tokio::time::interval(Duration::from_millis(250));
+    let mut minute = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
-            _ = tick.tick() => services.auth_limiter.forget_idle(),
-            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = typing.tick() => {
+                for room_id in services.sync.typing().expire() {
+                    if let Ok(room_id) = ruma::RoomId::parse(&room_id) {
+                        if let Err(e) = services.rooms.wake_members(&room_id).await {
+                            tracing::warn!(error = %e, "waking typing readers");
+                        }
+                    }
+                }
+            }
+            _ = minute.tick() => {
+                services.auth_limiter.forget_idle();
+                services.sync.notifier().forget_idle();
+            }
+            changed = stopped.changed() => {
+                if changed.is_err() || *stopped.borrow() {
+                    return;
+                }
+            }
         }
     }
 }

@@ -8,10 +8,12 @@ use tokio::sync::watch;
 use crate::{
     accounts::Accounts,
     config::Config,
+    ephemeral::typing::Typing,
     error::Result,
     http::{limits::AuthRateLimiter, metrics::Metrics},
     rooms::Rooms,
     storage::Storage,
+    sync::{EventStream, Notifier, SyncService},
 };
 
 #[derive(Clone)]
@@ -20,6 +22,7 @@ pub struct Services {
     pub storage: Storage,
     pub accounts: Accounts,
     pub rooms: Rooms,
+    pub sync: SyncService,
     pub auth_limiter: Arc<AuthRateLimiter>,
     pub metrics: Arc<Metrics>,
     /// Turns `true` when the server is shutting down, so that long-running requests answer early.
@@ -29,8 +32,19 @@ pub struct Services {
 impl Services {
     pub async fn new(config: Config, storage: Storage, shutdown: watch::Receiver<bool>) -> Result<Self> {
         let accounts = Accounts::new(storage.clone(), config.server_name.clone(), config.registration.token.clone());
-        let rooms = Rooms::new(storage.clone(), config.server_name.clone(), config.rooms.clone()).await?;
+        let notifier = Arc::new(Notifier::default());
+        let events = EventStream::new(storage.max_event_stream().await?);
+        let rooms = Rooms::new(
+            storage.clone(),
+            config.server_name.clone(),
+            config.rooms.clone(),
+            events.clone(),
+            notifier.clone(),
+        )
+        .await?;
+        let sync = SyncService::new(rooms.clone(), notifier, events, Typing::default());
         Ok(Self {
+            sync,
             rooms,
             auth_limiter: Arc::new(AuthRateLimiter::new(&config.limits)),
             config: Arc::new(config),

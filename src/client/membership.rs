@@ -105,7 +105,7 @@ pub async fn list_joined_members(s: Services, req: Ruma<joined_members::Request>
 pub async fn list_members(s: Services, req: Ruma<members::Request>) -> Result<members::Response> {
     let session = req.require_session()?;
     let b = &req.body;
-    let at = b.at.as_deref().map(super::messages::parse_token).transpose()?;
+    let at = b.at.as_deref().map(crate::rooms::parse_pagination_token).transpose()?;
     let rows = s.rooms.members(&b.room_id, &session.user_id, at).await?;
     let events = format::client_events(s.rooms.storage(), &rows).await?;
     let wanted = |e: &serde_json::Value| {

@@ -11,24 +11,11 @@ use ruma::api::{
 
 use super::rooms::raw;
 use crate::{
-    error::{Error, Result},
+    error::Result,
     http::Ruma,
-    rooms::{format, Direction, Pagination, RoomEventFilter},
+    rooms::{format, pagination_token, parse_pagination_token, Direction, Pagination, RoomEventFilter},
     services::Services,
 };
-
-pub fn format_token(position: i64) -> String {
-    format!("t{position}")
-}
-
-/// Reads a pagination token; a sync token (`s<N>_…`) names its room-event position too.
-pub fn parse_token(token: &str) -> Result<i64> {
-    let digits = token.strip_prefix('t').or_else(|| token.strip_prefix('s').map(|s| s.split('_').next().unwrap_or(s)));
-    digits
-        .and_then(|d| d.parse::<i64>().ok())
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| Error::InvalidParam(format!("invalid pagination token {token:?}")))
-}
 
 fn filter(f: &RumaFilter) -> RoomEventFilter {
     RoomEventFilter {
@@ -47,8 +34,8 @@ pub async fn get_messages(s: Services, req: Ruma<messages::Request>) -> Result<m
         RumaDirection::Backward => Direction::Backward,
         _ => Direction::Forward,
     };
-    let from = b.from.as_deref().map(parse_token).transpose()?;
-    let to = b.to.as_deref().map(parse_token).transpose()?;
+    let from = b.from.as_deref().map(parse_pagination_token).transpose()?;
+    let to = b.to.as_deref().map(parse_pagination_token).transpose()?;
     let limit = b.filter.limit.map(u64::from).unwrap_or(u64::from(b.limit)) as usize;
     let page = s
         .rooms
@@ -57,12 +44,12 @@ pub async fn get_messages(s: Services, req: Ruma<messages::Request>) -> Result<m
     let storage = s.rooms.storage();
     let mut response = messages::Response::new();
     response.start = match (from, direction) {
-        (Some(_), _) => format_token(page.start),
+        (Some(_), _) => pagination_token(page.start),
         // Without `from`, start is where the page began: the newest event, or the room's start.
-        (None, Direction::Backward) => format_token(page.chunk.first().map(|e| e.stream_ordering).unwrap_or(0)),
-        (None, Direction::Forward) => format_token(0),
+        (None, Direction::Backward) => pagination_token(page.chunk.first().map(|e| e.stream_ordering).unwrap_or(0)),
+        (None, Direction::Forward) => pagination_token(0),
     };
-    response.end = page.end.map(format_token);
+    response.end = page.end.map(pagination_token);
     response.chunk = format::client_events(storage, &page.chunk).await?.iter().map(raw).collect::<Result<_>>()?;
     response.state = format::client_events(storage, &page.state).await?.iter().map(raw).collect::<Result<_>>()?;
     Ok(response)
@@ -83,8 +70,8 @@ pub async fn get_context(s: Services, req: Ruma<context::Request>) -> Result<con
     response.events_after =
         format::client_events(storage, &after.chunk).await?.iter().map(raw).collect::<Result<_>>()?;
     response.state = format::client_events(storage, &state).await?.iter().map(raw).collect::<Result<_>>()?;
-    response.start = Some(format_token(before.end.unwrap_or(0)));
-    response.end = Some(format_token(
+    response.start = Some(pagination_token(before.end.unwrap_or(0)));
+    response.end = Some(pagination_token(
         after.end.unwrap_or(after.chunk.last().map(|e| e.stream_ordering).unwrap_or(event.stream_ordering)),
     ));
     Ok(response)

@@ -2,19 +2,25 @@
 //! checks who may act, calls one domain function and maps the result; nothing else.
 
 mod account;
+mod account_data;
 mod devices;
 mod directory;
 mod discovery;
+mod ephemeral;
 mod membership;
 mod messages;
 mod profile;
 mod register;
 mod rooms;
 mod session;
+mod sync;
 
 use axum::Router;
 
-use crate::{http::EndpointRouter, services::Services};
+use crate::{
+    http::{EndpointRouter, JsonEndpointRouter},
+    services::Services,
+};
 
 pub fn routes(router: Router<Services>) -> Router<Services> {
     router
@@ -75,4 +81,20 @@ pub fn routes(router: Router<Services>) -> Router<Services> {
         .endpoint(directory::set_room_visibility)
         .endpoint(directory::list_public_rooms)
         .endpoint(directory::search_public_rooms)
+        // Syncing, filters, account data, tags
+        .json_endpoint(sync::sync)
+        .endpoint(sync::create)
+        .endpoint(sync::get)
+        .endpoint(account_data::put_global)
+        .endpoint(account_data::get_global_data)
+        .endpoint(account_data::put_room)
+        .endpoint(account_data::get_room_data)
+        .endpoint(account_data::list_tags)
+        .endpoint(account_data::put_tag)
+        .endpoint(account_data::remove_tag)
+        // Typing, receipts, read markers, to-device
+        .endpoint(ephemeral::set_typing)
+        .endpoint(ephemeral::send_receipt)
+        .endpoint(ephemeral::set_read_markers)
+        .endpoint(ephemeral::to_device)
 }

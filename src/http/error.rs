@@ -27,6 +27,7 @@ impl Error {
             Error::NotFound(_) => (S::NOT_FOUND, "M_NOT_FOUND"),
             Error::UserInUse => (S::BAD_REQUEST, "M_USER_IN_USE"),
             Error::InvalidUsername(_) => (S::BAD_REQUEST, "M_INVALID_USERNAME"),
+            Error::ServerManaged(_) => (S::METHOD_NOT_ALLOWED, "M_BAD_JSON"),
             Error::UnsupportedRoomVersion(_) => (S::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
             Error::RoomInUse(_) => (S::BAD_REQUEST, "M_ROOM_IN_USE"),
             Error::InvalidRoomState(_) => (S::BAD_REQUEST, "M_INVALID_ROOM_STATE"),

@@ -37,6 +37,36 @@ pub trait EndpointRouter {
         Fut: Future<Output = Result<T::OutgoingResponse, Error>> + Send + 'static;
 }
 
+/// Registers an endpoint parsed with ruma's request type whose response Axon builds as JSON itself
+/// (`/sync`, whose body the WebSocket stream shares).
+pub trait JsonEndpointRouter {
+    fn json_endpoint<T, H, Fut>(self, handler: H) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: TokenPolicy,
+        H: Fn(Services, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<serde_json::Value, Error>> + Send + 'static;
+}
+
+impl JsonEndpointRouter for Router<Services> {
+    fn json_endpoint<T, H, Fut>(mut self, handler: H) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: TokenPolicy,
+        H: Fn(Services, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<serde_json::Value, Error>> + Send + 'static,
+    {
+        let filter = MethodFilter::try_from(T::METHOD).expect("endpoint method is a standard HTTP method");
+        let method_router = on(filter, move |State(services): State<Services>, request: Ruma<T>| async move {
+            handler(services, request).await.map(axum::Json)
+        });
+        for path in T::PATH_BUILDER.all_paths() {
+            self = self.route(path, method_router.clone());
+        }
+        self
+    }
+}
+
 impl EndpointRouter for Router<Services> {
     fn endpoint<T, H, Fut>(mut self, handler: H) -> Self
     where

@@ -13,6 +13,20 @@ use crate::{
     storage::EventRow,
 };
 
+/// A pagination token for a stream position: events at or before it are "before" the token.
+pub fn pagination_token(position: i64) -> String {
+    format!("t{position}")
+}
+
+/// Reads a pagination token; a sync token (`s<N>_…`) names its room-event position too.
+pub fn parse_pagination_token(token: &str) -> Result<i64> {
+    let digits = token.strip_prefix('t').or_else(|| token.strip_prefix('s').map(|s| s.split('_').next().unwrap_or(s)));
+    digits
+        .and_then(|d| d.parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| Error::InvalidParam(format!("invalid pagination token {token:?}")))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     Backward,
@@ -30,7 +44,7 @@ pub struct RoomEventFilter {
 }
 
 impl RoomEventFilter {
-    fn matches(&self, row: &EventRow) -> bool {
+    pub fn matches(&self, row: &EventRow) -> bool {
         let type_ok = |patterns: &[String]| patterns.iter().any(|p| glob(p, &row.event_type));
         self.types.as_deref().is_none_or(type_ok)
             && !type_ok(&self.not_types)

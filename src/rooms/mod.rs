@@ -30,7 +30,7 @@ use self::pdu::{build_signed_pdu, PduFields};
 pub use self::{
     create::{CreateRoom, Preset},
     directory::{PublicRoom, PublicRoomsPage},
-    history::{Direction, MessagesPage, Pagination, RoomEventFilter},
+    history::{pagination_token, parse_pagination_token, Direction, MessagesPage, Pagination, RoomEventFilter},
     membership::Moderation,
     pdu::{EventDraft, Pdu, PduRef},
     state::{PowerAction, RoomState},
@@ -39,6 +39,7 @@ use crate::{
     config::RoomsConfig,
     error::{Error, Result},
     storage::{now_ms, NewEvent, Storage},
+    sync::{EventStream, Notifier},
 };
 
 /// The room versions Axon creates and joins.
@@ -62,6 +63,11 @@ impl Txn<'_> {
     }
 }
 
+/// The client's transaction ID within a stored transaction key.
+pub fn transaction_id_of_key(key: &str) -> &str {
+    key.rsplit_once('\n').map_or(key, |(_, txn)| txn)
+}
+
 #[derive(Debug, Clone)]
 pub struct Appended {
     pub event_id: OwnedEventId,
@@ -76,12 +82,27 @@ pub struct Rooms {
     config: RoomsConfig,
     /// One writer lock and state cache per room.
     handles: Arc<Mutex<HashMap<OwnedRoomId, RoomHandle>>>,
+    events: EventStream,
+    notifier: Arc<Notifier>,
 }
 
 impl Rooms {
-    pub async fn new(storage: Storage, server_name: OwnedServerName, config: RoomsConfig) -> Result<Self> {
+    pub async fn new(
+        storage: Storage,
+        server_name: OwnedServerName,
+        config: RoomsConfig,
+        events: EventStream,
+        notifier: Arc<Notifier>,
+    ) -> Result<Self> {
         let key = Arc::new(signing::load_or_generate(&storage).await?);
-        Ok(Self { storage, server_name, key, config, handles: Arc::default() })
+        Ok(Self { storage, server_name, key, config, handles: Arc::default(), events, notifier })
+    }
+
+    /// Wakes the syncs of the room's joined and invited members.
+    pub async fn wake_members(&self, room_id: &RoomId) -> Result<()> {
+        let members = self.with_state(room_id, |s| s.members_with(&["join", "invite"])).await?;
+        self.notifier.wake(members.iter().map(|(user, _)| user.as_str()));
+        Ok(())
     }
 
     pub fn config(&self) -> &RoomsConfig {
@@ -213,6 +234,8 @@ impl Rooms {
         let snapshot_id =
             snapshot.map(|(id, _)| id).ok_or_else(|| Error::internal("first event of a room must be state"))?;
 
+        // Readers must not pass this event's position before it commits.
+        let stream_write = self.events.begin();
         let stream = write
             .insert_event(&NewEvent {
                 event_id: event_id.as_str(),
@@ -226,6 +249,7 @@ impl Rooms {
                 pdu: &json,
             })
             .await?;
+        stream_write.took(stream);
         let prev: Vec<&str> = state.extremities.iter().map(|e| e.as_str()).collect();
         let auth: Vec<&str> = auth_events.iter().map(|e| e.as_str()).collect();
         write.insert_edges(event_id.as_str(), &prev, &auth).await?;
@@ -255,6 +279,7 @@ impl Rooms {
         }
         write.set_head_stream(room_id.as_str(), stream).await?;
         write.commit().await?;
+        stream_write.committed(stream);
 
         if let Some(state_key) = &draft.state_key {
             state.current.insert((draft.kind.clone(), state_key.clone()), pdu.clone());
@@ -264,6 +289,10 @@ impl Rooms {
         state.head = stream;
         state.snapshot = snapshot;
         state.resolved = false;
+        // Everyone in the room, and whoever a membership change concerns (a kicked user too).
+        let members = state.members_with(&["join", "invite"]);
+        let target = draft.state_key.as_deref().filter(|_| draft.kind == "m.room.member");
+        self.notifier.wake(members.iter().map(|(user, _)| user.as_str()).chain(target));
         Ok(Appended { event_id, stream_ordering: stream })
     }
 

@@ -166,6 +166,28 @@ impl Storage {
         Ok(row.map(|r| r.get(0)))
     }
 
+    /// (event, transaction key) of the events this device sent among `event_ids`.
+    pub async fn transaction_ids(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        event_ids: &[&str],
+    ) -> Result<Vec<(String, String)>> {
+        let mut found = Vec::new();
+        for chunk in event_ids.chunks(500) {
+            let sql = format!(
+                "SELECT event_id, txn_id FROM event_transactions WHERE event_id IN ({}) AND user_id = $1 AND device_id = $2",
+                placeholders(3, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(user_id).bind(device_id);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            found.extend(query.fetch_all(&self.pool).await?.into_iter().map(|r| (r.get(0), r.get(1))));
+        }
+        Ok(found)
+    }
+
     /// The full auth chain of the given events (all events reachable through `auth_events`).
     pub async fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>> {
         if event_ids.is_empty() {
@@ -233,6 +255,79 @@ impl Storage {
             query = query.bind(*id);
         }
         Ok(query.fetch_all(&self.pool).await?.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+}
+
+/// Binds a list after the leading parameters of a query built with [`placeholders`].
+macro_rules! bind_all {
+    ($query:expr, $items:expr) => {{
+        let mut query = $query;
+        for item in $items {
+            query = query.bind(*item);
+        }
+        query
+    }};
+}
+
+impl Storage {
+    /// For each room, its newest events in `(after, upto]`, at most `per_room` of them, oldest
+    /// first: one query for all the rooms of a sync.
+    pub async fn recent_events_of_rooms(
+        &self,
+        room_ids: &[&str],
+        after: i64,
+        upto: i64,
+        per_room: i64,
+    ) -> Result<Vec<EventRow>> {
+        let mut found = Vec::new();
+        for chunk in room_ids.chunks(500) {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM (SELECT {EVENT_COLUMNS}, ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY stream_ordering DESC) AS rn                  FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 AND room_id IN ({})) recent                  WHERE rn <= $3 ORDER BY stream_ordering",
+                placeholders(4, chunk.len())
+            );
+            let query = bind_all!(sqlx::query(&sql).bind(after).bind(upto).bind(per_room), chunk);
+            found.extend(query.fetch_all(&self.pool).await?.into_iter().map(event_row));
+        }
+        Ok(found)
+    }
+
+    /// The user's memberships (not forgotten) with the stream ordering of their latest change.
+    pub async fn memberships_of_user(&self, user_id: &str) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT room_id, membership, stream_ordering FROM room_memberships WHERE user_id = $1 AND forgotten = 0",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    /// The current state events of several rooms.
+    pub async fn current_state_of_rooms(&self, room_ids: &[&str]) -> Result<Vec<EventRow>> {
+        let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+        let mut found = Vec::new();
+        for chunk in room_ids.chunks(500) {
+            let sql = format!(
+                "SELECT {columns} FROM room_current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            found.extend(bind_all!(sqlx::query(&sql), chunk).fetch_all(&self.pool).await?.into_iter().map(event_row));
+        }
+        Ok(found)
+    }
+
+    /// (room, user, membership) of every joined or invited member of the rooms.
+    pub async fn members_of_rooms(&self, room_ids: &[&str]) -> Result<Vec<(String, String, String)>> {
+        let mut found = Vec::new();
+        for chunk in room_ids.chunks(500) {
+            let sql = format!(
+                "SELECT room_id, user_id, membership FROM room_memberships WHERE membership IN ('join', 'invite')                  AND room_id IN ({}) ORDER BY room_id, stream_ordering",
+                placeholders(1, chunk.len())
+            );
+            let rows = bind_all!(sqlx::query(&sql), chunk).fetch_all(&self.pool).await?;
+            found.extend(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))));
+        }
+        Ok(found)
     }
 }
 

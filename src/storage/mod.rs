@@ -5,6 +5,7 @@
 //! (`$n` placeholders, `ON CONFLICT`, `RETURNING` work in both); flags are stored as 0/1 integers
 //! and timestamps as milliseconds so that both dialects decode to the same Rust types.
 
+mod delivery;
 mod devices;
 mod events;
 mod profile;
@@ -20,6 +21,7 @@ use sqlx::{
     AnyPool, Executor,
 };
 
+pub use delivery::{AccountDataRow, ReceiptRow, ToDeviceRow};
 pub use devices::{DeviceRow, SessionRow};
 pub use events::{EventRow, NewEvent, RoomWrite};
 pub use rooms::RoomRow;

@@ -4,6 +4,7 @@
 mod common;
 
 mod account;
+mod delivery;
 mod devices;
 mod directory;
 mod discovery;
@@ -14,3 +15,4 @@ mod register;
 mod room_auth;
 mod rooms;
 mod session;
+mod sync;

@@ -361,3 +361,36 @@ pub async fn prev_events(pool: &sqlx::AnyPool, event_id: &str) -> Vec<String> {
         .unwrap();
     rows.iter().map(|r| r.get(0)).collect()
 }
+
+/// Sync helpers.
+impl TestServer {
+    /// One /sync; panics unless it answers 200.
+    pub async fn sync(&self, user: &User, since: Option<&str>, timeout_ms: u64, filter: Option<&Value>) -> Value {
+        let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
+        if let Some(since) = since {
+            path.push_str(&format!("&since={since}"));
+        }
+        if let Some(filter) = filter {
+            path.push_str(&format!("&filter={}", urlencode(&filter.to_string())));
+        }
+        let (status, body) = self.get(&path, Some(&user.token)).await;
+        assert_eq!(status, StatusCode::OK, "sync: {body}");
+        body
+    }
+}
+
+/// The timeline events of a room in a sync response.
+pub fn timeline(sync: &Value, room_id: &str) -> Vec<Value> {
+    sync["rooms"]["join"][room_id]["timeline"]["events"].as_array().cloned().unwrap_or_default()
+}
+
+impl TestServer {
+    /// Logs in a new device of a user made with `register_fast`, who has no password: one is set
+    /// through the accounts service first.
+    pub async fn login_fast(&self, user: &User) -> User {
+        let running = self.running.as_ref().expect("server running");
+        let user_id = ruma::UserId::parse(&user.user_id).expect("user id");
+        running.services.accounts.set_password(&user_id, "fast-password").await.expect("set password");
+        self.login(&User { password: "fast-password".into(), ..user.clone() }, None).await
+    }
+}

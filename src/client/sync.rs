@@ -1,0 +1,65 @@
+//! `GET /sync` (spec: "Syncing") and filters (spec: "Filtering").
+
+use std::time::Duration;
+
+use ruma::api::client::{
+    filter::{create_filter::v3 as create_filter, get_filter::v3 as get_filter, FilterDefinition},
+    sync::sync_events::v3::{self as sync_events, Filter},
+};
+use serde_json::Value as JsonValue;
+
+use crate::{
+    error::{Error, Result},
+    http::Ruma,
+    services::Services,
+    sync::{StreamToken, SyncFilter, SyncRequest},
+};
+
+/// The longest a long-poll waits, whatever the client asks.
+const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub async fn sync(s: Services, req: Ruma<sync_events::Request>) -> Result<JsonValue> {
+    let session = req.require_session()?;
+    let b = &req.body;
+    let filter = match &b.filter {
+        None => SyncFilter::default(),
+        Some(Filter::FilterDefinition(definition)) => SyncFilter::from_definition(definition),
+        Some(Filter::FilterId(id)) => {
+            SyncFilter::from_definition(&stored_filter(&s, session.user_id.as_str(), id).await?)
+        }
+        Some(_) => SyncFilter::default(),
+    };
+    let request = SyncRequest {
+        user_id: session.user_id.as_str(),
+        device_id: session.device_id.as_str(),
+        since: b.since.as_deref().map(StreamToken::parse).transpose()?,
+        full_state: b.full_state,
+        filter,
+        timeout: b.timeout.unwrap_or_default().min(MAX_TIMEOUT),
+    };
+    s.sync.sync(&request, s.shutdown.clone()).await
+}
+
+async fn stored_filter(s: &Services, user_id: &str, id: &str) -> Result<FilterDefinition> {
+    let id: i64 = id.parse().map_err(|_| Error::InvalidParam(format!("unknown filter {id:?}")))?;
+    let text = s.storage.filter(user_id, id).await?.ok_or_else(|| Error::NotFound("unknown filter".into()))?;
+    serde_json::from_str(&text).map_err(Error::internal)
+}
+
+pub async fn create(s: Services, req: Ruma<create_filter::Request>) -> Result<create_filter::Response> {
+    let session = req.require_session()?;
+    if req.body.user_id != session.user_id {
+        return Err(Error::Forbidden("you may only create filters for yourself".into()));
+    }
+    let text = serde_json::to_string(&req.body.filter).map_err(Error::internal)?;
+    let id = s.storage.insert_filter(session.user_id.as_str(), &text).await?;
+    Ok(create_filter::Response::new(id.to_string()))
+}
+
+pub async fn get(s: Services, req: Ruma<get_filter::Request>) -> Result<get_filter::Response> {
+    let session = req.require_session()?;
+    if req.body.user_id != session.user_id {
+        return Err(Error::Forbidden("you may only read your own filters".into()));
+    }
+    Ok(get_filter::Response::new(stored_filter(&s, session.user_id.as_str(), &req.body.filter_id).await?))
+}

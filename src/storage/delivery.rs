@@ -1,0 +1,245 @@
+//! `stream_counters`, `filters`, `account_data`, `to_device_inbox`, `receipts`: what /sync delivers
+//! besides room events.
+
+use sqlx::{Any, Row, Transaction};
+
+use super::Storage;
+use crate::error::Result;
+
+/// Takes the next position of a stream inside `tx`; the counter row stays locked until commit.
+async fn next_position(tx: &mut Transaction<'static, Any>, stream: &str) -> Result<i64> {
+    let row = sqlx::query("UPDATE stream_counters SET position = position + 1 WHERE stream = $1 RETURNING position")
+        .bind(stream)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.get(0))
+}
+
+pub struct AccountDataRow {
+    pub room_id: String,
+    pub data_type: String,
+    pub content: String,
+}
+
+pub struct ToDeviceRow {
+    pub stream_id: i64,
+    pub sender: String,
+    pub event_type: String,
+    pub content: String,
+}
+
+pub struct ReceiptRow {
+    pub room_id: String,
+    pub user_id: String,
+    pub receipt_type: String,
+    pub thread_id: String,
+    pub event_id: String,
+    pub ts: i64,
+}
+
+impl Storage {
+    /// The newest position of a counter-based stream.
+    pub async fn stream_position(&self, stream: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT position FROM stream_counters WHERE stream = $1")
+            .bind(stream)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)).unwrap_or(0))
+    }
+
+    /// The newest room event's stream ordering.
+    pub async fn max_event_stream(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events").fetch_one(&self.pool).await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn insert_filter(&self, user_id: &str, filter: &str) -> Result<i64> {
+        let row = sqlx::query("INSERT INTO filters (user_id, filter) VALUES ($1, $2) RETURNING filter_id")
+            .bind(user_id)
+            .bind(filter)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn filter(&self, user_id: &str, filter_id: i64) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT filter FROM filters WHERE user_id = $1 AND filter_id = $2")
+            .bind(user_id)
+            .bind(filter_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Sets one account data item (`room_id` '' for global); returns its stream position.
+    pub async fn set_account_data(&self, user_id: &str, room_id: &str, data_type: &str, content: &str) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let position = next_position(&mut tx, "account_data").await?;
+        sqlx::query(
+            "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (user_id, room_id, data_type) DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id",
+        )
+        .bind(user_id)
+        .bind(room_id)
+        .bind(data_type)
+        .bind(content)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(position)
+    }
+
+    pub async fn account_data(&self, user_id: &str, room_id: &str, data_type: &str) -> Result<Option<String>> {
+        let row =
+            sqlx::query("SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3")
+                .bind(user_id)
+                .bind(room_id)
+                .bind(data_type)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// The user's account data changed in `(after, upto]`, global and per room.
+    pub async fn account_data_changes(&self, user_id: &str, after: i64, upto: i64) -> Result<Vec<AccountDataRow>> {
+        let rows = sqlx::query(
+            "SELECT room_id, data_type, content FROM account_data WHERE user_id = $1 AND stream_id > $2 AND stream_id <= $3 \
+             ORDER BY stream_id",
+        )
+        .bind(user_id)
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AccountDataRow { room_id: r.get(0), data_type: r.get(1), content: r.get(2) })
+            .collect())
+    }
+
+    /// Queues to-device messages, `(user, device, content)` each; `false` (and nothing queued) when
+    /// the sender's device used this transaction ID already. Returns the last position.
+    pub async fn queue_to_device(
+        &self,
+        sender: &str,
+        sender_device: &str,
+        txn_id: &str,
+        event_type: &str,
+        messages: &[(String, String, String)],
+    ) -> Result<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO to_device_transactions (sender, device_id, txn_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(sender)
+        .bind(sender_device)
+        .bind(txn_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok(None);
+        }
+        let mut last = None;
+        for (user_id, device_id, content) in messages {
+            let position = next_position(&mut tx, "to_device").await?;
+            sqlx::query(
+                "INSERT INTO to_device_inbox (stream_id, user_id, device_id, sender, event_type, content) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(position)
+            .bind(user_id)
+            .bind(device_id)
+            .bind(sender)
+            .bind(event_type)
+            .bind(content)
+            .execute(&mut *tx)
+            .await?;
+            last = Some(position);
+        }
+        tx.commit().await?;
+        Ok(Some(last.unwrap_or(0)))
+    }
+
+    /// Deletes what the device has acknowledged (positions up to `acked`), then returns up to
+    /// `limit` pending messages up to `upto`.
+    pub async fn to_device_messages(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        acked: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<ToDeviceRow>> {
+        sqlx::query("DELETE FROM to_device_inbox WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3")
+            .bind(user_id)
+            .bind(device_id)
+            .bind(acked)
+            .execute(&self.pool)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT stream_id, sender, event_type, content FROM to_device_inbox WHERE user_id = $1 AND device_id = $2 \
+             AND stream_id > $3 AND stream_id <= $4 ORDER BY stream_id LIMIT $5",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(acked)
+        .bind(upto)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ToDeviceRow { stream_id: r.get(0), sender: r.get(1), event_type: r.get(2), content: r.get(3) })
+            .collect())
+    }
+
+    /// Records a receipt, replacing the user's previous one of that type and thread in the room.
+    pub async fn set_receipt(&self, r: &ReceiptRow) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let position = next_position(&mut tx, "receipts").await?;
+        sqlx::query(
+            "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, stream_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, \
+             stream_id = excluded.stream_id",
+        )
+        .bind(&r.room_id)
+        .bind(&r.user_id)
+        .bind(&r.receipt_type)
+        .bind(&r.thread_id)
+        .bind(&r.event_id)
+        .bind(r.ts)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(position)
+    }
+
+    /// Receipts in the rooms changed in `(after, upto]`.
+    pub async fn receipt_changes(&self, room_ids: &[&str], after: i64, upto: i64) -> Result<Vec<ReceiptRow>> {
+        let mut found = Vec::new();
+        for chunk in room_ids.chunks(500) {
+            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            let sql = format!(
+                "SELECT room_id, user_id, receipt_type, thread_id, event_id, ts FROM receipts \
+                 WHERE stream_id > $1 AND stream_id <= $2 AND room_id IN ({}) ORDER BY stream_id",
+                list.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(after).bind(upto);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            found.extend(query.fetch_all(&self.pool).await?.into_iter().map(|r| ReceiptRow {
+                room_id: r.get(0),
+                user_id: r.get(1),
+                receipt_type: r.get(2),
+                thread_id: r.get(3),
+                event_id: r.get(4),
+                ts: r.get(5),
+            }));
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,57 @@
+//! The parts of a sync filter (spec: "Filtering") that shape a sync response.
+
+use ruma::api::client::filter::{FilterDefinition, RoomEventFilter as RumaRoomEventFilter};
+
+use crate::rooms::RoomEventFilter;
+
+#[derive(Debug, Clone)]
+pub struct SyncFilter {
+    pub timeline_limit: usize,
+    pub timeline: RoomEventFilter,
+    pub lazy_load_members: bool,
+    pub include_leave: bool,
+    pub rooms: Option<Vec<String>>,
+    pub not_rooms: Vec<String>,
+}
+
+impl Default for SyncFilter {
+    fn default() -> Self {
+        Self {
+            timeline_limit: 10,
+            timeline: RoomEventFilter::default(),
+            lazy_load_members: false,
+            include_leave: false,
+            rooms: None,
+            not_rooms: Vec::new(),
+        }
+    }
+}
+
+pub fn room_event_filter(f: &RumaRoomEventFilter) -> RoomEventFilter {
+    RoomEventFilter {
+        types: f.types.clone(),
+        not_types: f.not_types.clone(),
+        senders: f.senders.as_ref().map(|s| s.iter().map(|u| u.to_string()).collect()),
+        not_senders: f.not_senders.iter().map(|u| u.to_string()).collect(),
+        lazy_load_members: !f.lazy_load_options.is_disabled(),
+    }
+}
+
+impl SyncFilter {
+    pub fn from_definition(definition: &FilterDefinition) -> Self {
+        let room = &definition.room;
+        Self {
+            timeline_limit: room.timeline.limit.map(|l| u64::from(l) as usize).unwrap_or(10).clamp(1, 100),
+            timeline: room_event_filter(&room.timeline),
+            lazy_load_members: !room.state.lazy_load_options.is_disabled(),
+            include_leave: room.include_leave,
+            rooms: room.rooms.as_ref().map(|r| r.iter().map(|id| id.to_string()).collect()),
+            not_rooms: room.not_rooms.iter().map(|id| id.to_string()).collect(),
+        }
+    }
+
+    pub fn wants_room(&self, room_id: &str) -> bool {
+        self.rooms.as_ref().is_none_or(|r| r.iter().any(|id| id == room_id))
+            && !self.not_rooms.iter().any(|id| id == room_id)
+    }
+}

@@ -1,0 +1,161 @@
+//! Delivery to clients: sync tokens, the notifier, and the sync response builder shared by
+//! long-poll `/sync` and the WebSocket stream. A sync returns everything between the client's
+//! token and the current positions; when there is nothing, it waits for the notifier.
+
+mod event_stream;
+pub mod filter;
+mod notifier;
+mod rooms;
+pub mod token;
+mod writes;
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{json, Value as JsonValue};
+use tokio::sync::watch;
+
+pub use self::{
+    event_stream::{EventStream, StreamWrite},
+    filter::SyncFilter,
+    notifier::Notifier,
+    token::StreamToken,
+};
+use crate::{ephemeral::typing::Typing, error::Result, rooms::Rooms};
+
+/// To-device messages handed out per sync; the rest follow in the next one.
+const TO_DEVICE_PER_SYNC: i64 = 100;
+
+pub struct SyncRequest<'a> {
+    pub user_id: &'a str,
+    pub device_id: &'a str,
+    pub since: Option<StreamToken>,
+    pub full_state: bool,
+    pub filter: SyncFilter,
+    pub timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct SyncService {
+    rooms: Rooms,
+    notifier: Arc<Notifier>,
+    events: EventStream,
+    typing: Typing,
+}
+
+impl SyncService {
+    pub fn new(rooms: Rooms, notifier: Arc<Notifier>, events: EventStream, typing: Typing) -> Self {
+        Self { rooms, notifier, events, typing }
+    }
+
+    /// The current position of every stream.
+    pub async fn current_token(&self) -> Result<StreamToken> {
+        let storage = self.rooms.storage();
+        Ok(StreamToken {
+            events: self.events.visible(),
+            account_data: storage.stream_position("account_data").await?,
+            to_device: storage.stream_position("to_device").await?,
+            receipts: storage.stream_position("receipts").await?,
+            typing: self.typing.serial(),
+        })
+    }
+
+    /// Answers a sync: at once when there is news, else when news arrives, the timeout passes,
+    /// or the server shuts down.
+    pub async fn sync(&self, request: &SyncRequest<'_>, mut shutdown: watch::Receiver<bool>) -> Result<JsonValue> {
+        let notify = self.notifier.subscribe(request.user_id);
+        let deadline = tokio::time::Instant::now() + request.timeout;
+        loop {
+            // Registered before reading, so a change between the read and the wait still wakes us.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (response, has_news) = self.build(request).await?;
+            if has_news || request.since.is_none() || tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
+                return Ok(response);
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// One sync response from `request.since` to now, and whether it carries anything.
+    pub async fn build(&self, request: &SyncRequest<'_>) -> Result<(JsonValue, bool)> {
+        let storage = self.rooms.storage();
+        let mut now = self.current_token().await?;
+        let since = request.since.as_ref();
+        let user_id = request.user_id;
+
+        let mut global_account_data = Vec::new();
+        let mut extras = rooms::RoomExtras::default();
+        for row in storage.account_data_changes(user_id, since.map_or(0, |s| s.account_data), now.account_data).await? {
+            let content: JsonValue = serde_json::from_str(&row.content).unwrap_or(JsonValue::Null);
+            let event = json!({"type": row.data_type, "content": content});
+            if row.room_id.is_empty() {
+                global_account_data.push(event);
+            } else {
+                extras.account_data.entry(row.room_id).or_default().push(event);
+            }
+        }
+
+        let joined: Vec<String> =
+            storage.rooms_of_user(user_id, &["join"]).await?.into_iter().map(|(id, _)| id).collect();
+        let joined_refs: Vec<&str> = joined.iter().map(String::as_str).collect();
+        for (room_id, users) in self.typing.changes(&joined_refs, since.map_or(0, |s| s.typing)) {
+            extras
+                .ephemeral
+                .entry(room_id)
+                .or_default()
+                .push(json!({"type": "m.typing", "content": {"user_ids": users}}));
+        }
+        let receipts = storage.receipt_changes(&joined_refs, since.map_or(0, |s| s.receipts), now.receipts).await?;
+        for (room_id, event) in rooms::receipt_events(receipts, user_id) {
+            extras.ephemeral.entry(room_id).or_default().push(event);
+        }
+
+        let to_device_rows = storage
+            .to_device_messages(
+                user_id,
+                request.device_id,
+                since.map_or(0, |s| s.to_device),
+                now.to_device,
+                TO_DEVICE_PER_SYNC,
+            )
+            .await?;
+        if to_device_rows.len() as i64 == TO_DEVICE_PER_SYNC {
+            // More are waiting: acknowledge only what this response carries.
+            now.to_device = to_device_rows.last().map_or(now.to_device, |r| r.stream_id);
+        }
+        let to_device: Vec<JsonValue> = to_device_rows
+            .iter()
+            .map(|r| json!({"type": r.event_type, "sender": r.sender, "content": serde_json::from_str::<JsonValue>(&r.content).unwrap_or(JsonValue::Null)}))
+            .collect();
+
+        let rooms = self.rooms_section(request, &now, &mut extras).await?;
+        let has_news = !(rooms.join.is_empty()
+            && rooms.invite.is_empty()
+            && rooms.leave.is_empty()
+            && global_account_data.is_empty()
+            && to_device.is_empty());
+        let response = json!({
+            "next_batch": now.to_string(),
+            "rooms": {"join": rooms.join, "invite": rooms.invite, "leave": rooms.leave},
+            "account_data": {"events": global_account_data},
+            "to_device": {"events": to_device},
+            "presence": {"events": []},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+        });
+        Ok((response, has_news))
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    pub fn typing(&self) -> &Typing {
+        &self.typing
+    }
+}

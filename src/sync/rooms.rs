@@ -1,0 +1,277 @@
+//! The `rooms` section of a sync: joined rooms (timeline, state, ephemeral, account data,
+//! summary), invites (stripped state) and rooms left. A bounded number of queries whatever the
+//! number of rooms: one for the timelines, one for the state of the rooms that need it, one for
+//! members.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::{json, Map, Value as JsonValue};
+
+use super::{token::StreamToken, SyncRequest, SyncService};
+use crate::{error::Result, rooms::format, storage::EventRow};
+
+/// State shown to an invitee (spec: "Stripped state").
+const STRIPPED_STATE: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+/// Per-room data gathered before the rooms section: ephemeral events and room account data.
+#[derive(Default)]
+pub(super) struct RoomExtras {
+    pub ephemeral: HashMap<String, Vec<JsonValue>>,
+    pub account_data: HashMap<String, Vec<JsonValue>>,
+}
+
+pub(super) struct RoomsSection {
+    pub join: Map<String, JsonValue>,
+    pub invite: Map<String, JsonValue>,
+    pub leave: Map<String, JsonValue>,
+}
+
+impl SyncService {
+    pub(super) async fn rooms_section(
+        &self,
+        request: &SyncRequest<'_>,
+        now: &StreamToken,
+        extras: &mut RoomExtras,
+    ) -> Result<RoomsSection> {
+        let (user_id, device_id, full_state, filter) =
+            (request.user_id, request.device_id, request.full_state, &request.filter);
+        let since = request.since.as_ref();
+        let RoomExtras { ephemeral, account_data: room_account_data } = extras;
+        let storage = self.rooms.storage();
+        let since_events = since.map(|s| s.events).unwrap_or(0);
+        let memberships = storage.memberships_of_user(user_id).await?;
+        let changed = |stream: i64| stream > since_events && stream <= now.events;
+
+        let mut joined: Vec<(String, i64)> = Vec::new();
+        let mut invited = Vec::new();
+        let mut left = Vec::new();
+        for (room_id, membership, stream) in memberships {
+            if !filter.wants_room(&room_id) || stream > now.events {
+                continue;
+            }
+            match membership.as_str() {
+                "join" => joined.push((room_id, stream)),
+                "invite" if since.is_none() || changed(stream) => invited.push(room_id),
+                "leave" | "ban"
+                    if (since.is_some() && changed(stream)) || (since.is_none() && filter.include_leave) =>
+                {
+                    left.push((room_id, stream))
+                }
+                _ => {}
+            }
+        }
+
+        // Timelines of joined rooms: newly joined rooms from the start, the others since the token.
+        let limit = filter.timeline_limit as i64;
+        let (fresh, ongoing): (Vec<_>, Vec<_>) =
+            joined.iter().partition(|(_, stream)| since.is_none() || full_state || changed(*stream));
+        let fresh_ids: Vec<&str> = fresh.iter().map(|(id, _)| id.as_str()).collect();
+        let ongoing_ids: Vec<&str> = ongoing.iter().map(|(id, _)| id.as_str()).collect();
+        let mut rows = storage.recent_events_of_rooms(&fresh_ids, 0, now.events, limit + 1).await?;
+        rows.extend(storage.recent_events_of_rooms(&ongoing_ids, since_events, now.events, limit + 1).await?);
+        let mut timelines: HashMap<String, Vec<EventRow>> = HashMap::new();
+        for row in rows {
+            timelines.entry(row.room_id.clone()).or_default().push(row);
+        }
+
+        // Which joined rooms appear, and which need their state.
+        let fresh_set: HashSet<&str> = fresh_ids.iter().copied().collect();
+        let mut shown: Vec<&str> = Vec::new();
+        let mut needs_state: Vec<&str> = Vec::new();
+        for (room_id, _) in &joined {
+            let room = room_id.as_str();
+            let timeline = timelines.get(room).map(Vec::len).unwrap_or(0);
+            if fresh_set.contains(room)
+                || timeline > 0
+                || ephemeral.contains_key(room)
+                || room_account_data.contains_key(room)
+            {
+                shown.push(room);
+            }
+            if fresh_set.contains(room) || timeline as i64 > limit {
+                needs_state.push(room);
+            }
+        }
+        let invite_ids: Vec<&str> = invited.iter().map(String::as_str).collect();
+        let state_rooms: Vec<&str> = needs_state.iter().chain(invite_ids.iter()).copied().collect();
+        let mut current_state: HashMap<String, Vec<EventRow>> = HashMap::new();
+        for row in storage.current_state_of_rooms(&state_rooms).await? {
+            current_state.entry(row.room_id.clone()).or_default().push(row);
+        }
+        let mut members: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for (room, user, membership) in storage.members_of_rooms(&shown).await? {
+            members.entry(room).or_default().push((user, membership));
+        }
+
+        let mut join = Map::new();
+        for room_id in shown {
+            let mut events = timelines.remove(room_id).unwrap_or_default();
+            let limited = events.len() as i64 > limit;
+            if limited {
+                events.remove(0);
+            }
+            events.retain(|e| filter.timeline.matches(e));
+            // Events from before the user's join are shown only as history visibility allows.
+            let joined_at = joined.iter().find(|(id, _)| id == room_id).map(|(_, s)| *s).unwrap_or(0);
+            if events.first().is_some_and(|e| e.stream_ordering < joined_at) {
+                let room = ruma::RoomId::parse(room_id).map_err(crate::error::Error::internal)?;
+                let user = ruma::UserId::parse(user_id).map_err(crate::error::Error::internal)?;
+                let visibility = self.rooms.visibility(&room, &user).await?;
+                events.retain(|e| visibility.can_see(e.stream_ordering));
+            }
+            let first_stream = events.first().map(|e| e.stream_ordering).unwrap_or(now.events + 1);
+            let timeline_ids: HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+
+            let state_rows: Vec<EventRow> = match current_state.get(room_id) {
+                Some(state) if fresh_set.contains(room_id) => {
+                    let senders: HashSet<&str> = events.iter().map(|e| e.sender.as_str()).chain([user_id]).collect();
+                    state
+                        .iter()
+                        .filter(|e| !timeline_ids.contains(e.event_id.as_str()))
+                        .filter(|e| {
+                            !filter.lazy_load_members
+                                || e.event_type != "m.room.member"
+                                || e.state_key.as_deref().is_some_and(|k| senders.contains(k))
+                        })
+                        .cloned()
+                        .collect()
+                }
+                // A gap in an ongoing room: the state that changed in it.
+                Some(state) => state
+                    .iter()
+                    .filter(|e| {
+                        e.stream_ordering > since_events
+                            && e.stream_ordering < first_stream
+                            && !timeline_ids.contains(e.event_id.as_str())
+                    })
+                    .cloned()
+                    .collect(),
+                None => Vec::new(),
+            };
+
+            let prev_batch = crate::rooms::pagination_token(first_stream - 1);
+            let room_members = members.remove(room_id).unwrap_or_default();
+            let count = |m: &str| room_members.iter().filter(|(_, membership)| membership == m).count();
+            let heroes: Vec<&str> =
+                room_members.iter().map(|(u, _)| u.as_str()).filter(|u| *u != user_id).take(5).collect();
+            let room = json!({
+                "timeline": {
+                    "events": format::client_events(storage, &events).await?,
+                    "limited": limited,
+                    "prev_batch": prev_batch,
+                },
+                "state": {"events": format::client_events(storage, &state_rows).await?},
+                "ephemeral": {"events": ephemeral.remove(room_id).unwrap_or_default()},
+                "account_data": {"events": room_account_data.remove(room_id).unwrap_or_default()},
+                "summary": {
+                    "m.heroes": heroes,
+                    "m.joined_member_count": count("join"),
+                    "m.invited_member_count": count("invite"),
+                },
+                "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+            });
+            join.insert(room_id.to_owned(), room);
+        }
+
+        add_transaction_ids(storage, user_id, device_id, &mut join).await?;
+
+        let mut invite = Map::new();
+        for room_id in &invited {
+            let events: Vec<JsonValue> = current_state
+                .get(room_id)
+                .map(|state| {
+                    state
+                        .iter()
+                        .filter(|e| {
+                            STRIPPED_STATE.contains(&e.event_type.as_str())
+                                || (e.event_type == "m.room.member" && e.state_key.as_deref() == Some(user_id))
+                        })
+                        .map(|e| {
+                            let event = format::client_event(e, None);
+                            json!({"type": event["type"], "state_key": event["state_key"], "content": event["content"], "sender": event["sender"]})
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            invite.insert(room_id.clone(), json!({"invite_state": {"events": events}}));
+        }
+
+        let mut leave = Map::new();
+        for (room_id, left_at) in &left {
+            let rows = storage
+                .recent_events_of_rooms(&[room_id.as_str()], since_events.min(*left_at - 1), *left_at, limit)
+                .await?;
+            let first = rows.first().map(|e| e.stream_ordering).unwrap_or(*left_at);
+            leave.insert(
+                room_id.clone(),
+                json!({
+                    "timeline": {
+                        "events": format::client_events(storage, &rows).await?,
+                        "limited": false,
+                        "prev_batch": crate::rooms::pagination_token(first - 1),
+                    },
+                    "state": {"events": []},
+                    "account_data": {"events": room_account_data.remove(room_id.as_str()).unwrap_or_default()},
+                }),
+            );
+        }
+        Ok(RoomsSection { join, invite, leave })
+    }
+}
+
+/// Adds `unsigned.transaction_id` to the events this device sent, so that clients can match them
+/// with their local echoes (spec: "Local echo"). One query for the whole response.
+async fn add_transaction_ids(
+    storage: &crate::storage::Storage,
+    user_id: &str,
+    device_id: &str,
+    join: &mut Map<String, JsonValue>,
+) -> Result<()> {
+    let own: Vec<String> = join
+        .values()
+        .filter_map(|room| room["timeline"]["events"].as_array())
+        .flatten()
+        .filter(|e| e["sender"] == user_id)
+        .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
+        .collect();
+    if own.is_empty() {
+        return Ok(());
+    }
+    let refs: Vec<&str> = own.iter().map(String::as_str).collect();
+    let txns: HashMap<String, String> = storage.transaction_ids(user_id, device_id, &refs).await?.into_iter().collect();
+    for room in join.values_mut() {
+        let Some(events) = room["timeline"]["events"].as_array_mut() else { continue };
+        for event in events {
+            let Some(txn) = event["event_id"].as_str().and_then(|id| txns.get(id)) else { continue };
+            event["unsigned"]["transaction_id"] = json!(crate::rooms::transaction_id_of_key(txn));
+        }
+    }
+    Ok(())
+}
+
+/// Groups receipt rows into `m.receipt` events per room (spec: "Receipts"); private receipts
+/// only for their owner.
+pub(super) fn receipt_events(rows: Vec<crate::storage::ReceiptRow>, viewer: &str) -> HashMap<String, JsonValue> {
+    let mut by_room: HashMap<String, BTreeMap<String, JsonValue>> = HashMap::new();
+    for r in rows {
+        if r.receipt_type == "m.read.private" && r.user_id != viewer {
+            continue;
+        }
+        let content = by_room.entry(r.room_id).or_default();
+        let event = content.entry(r.event_id).or_insert_with(|| json!({}));
+        let mut receipt = json!({"ts": r.ts});
+        if !r.thread_id.is_empty() {
+            receipt["thread_id"] = json!(r.thread_id);
+        }
+        event[&r.receipt_type][&r.user_id] = receipt;
+    }
+    by_room.into_iter().map(|(room, content)| (room, json!({"type": "m.receipt", "content": content}))).collect()
+}

@@ -1,0 +1,296 @@
+//! `/sync`: shape, long-poll, exactly-once delivery under concurrent writers, filters.
+
+use std::{collections::HashMap, time::Duration};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::{assert_error, timeline, Backend, TestServer};
+
+crate::backend_tests!(
+    initial_and_incremental_shape,
+    long_poll_wakes_and_times_out,
+    exactly_once_with_concurrent_writers,
+    timeline_limit_and_lazy_members,
+    invites_and_leaves,
+);
+
+async fn initial_and_incremental_shape(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let room = s.create_room(&alice, json!({"name": "Chat", "preset": "public_chat"})).await;
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    for n in 0..5 {
+        s.send_text(&alice, &room, &format!("filler {n}")).await;
+    }
+    let sent = s.send_text(&alice, &room, "hello").await;
+
+    let first = s.sync(&bob, None, 0, None).await;
+    let joined = &first["rooms"]["join"][&room];
+    let events = timeline(&first, &room);
+    assert_eq!(events.last().unwrap()["event_id"], sent.as_str());
+    assert_eq!(joined["timeline"]["limited"], true, "the room has more than 10 events");
+    assert!(joined["timeline"]["prev_batch"].as_str().unwrap().starts_with('t'));
+    let state_types: Vec<&str> =
+        joined["state"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(state_types.contains(&"m.room.create"), "state at the start of the timeline: {state_types:?}");
+    let timeline_ids: Vec<&str> = events.iter().filter_map(|e| e["event_id"].as_str()).collect();
+    let in_both = joined["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| timeline_ids.contains(&e["event_id"].as_str().unwrap()))
+        .count();
+    assert_eq!(in_both, 0, "no event in both state and timeline");
+    assert_eq!(joined["summary"]["m.joined_member_count"], 2);
+    assert_eq!(joined["summary"]["m.heroes"], json!([alice.user_id]));
+    let token = first["next_batch"].as_str().unwrap().to_owned();
+    assert!(token.starts_with('s'));
+
+    // Nothing new: an immediate incremental sync has no rooms and the same token.
+    let idle = s.sync(&bob, Some(&token), 0, None).await;
+    assert_eq!(idle["rooms"]["join"], json!({}));
+    assert_eq!(idle["next_batch"], token.as_str());
+
+    let second = s.send_text(&alice, &room, "second").await;
+    let next = s.sync(&bob, Some(&token), 0, None).await;
+    let events = timeline(&next, &room);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["event_id"], second.as_str());
+    assert_eq!(next["rooms"]["join"][&room]["timeline"]["limited"], false);
+    assert_eq!(next["rooms"]["join"][&room]["state"]["events"], json!([]));
+
+    // The sender's own device sees its transaction ID; others do not.
+    let own = s.sync(&alice, Some(&token), 0, None).await;
+    assert!(timeline(&own, &room)
+        .iter()
+        .any(|e| e["event_id"] == second.as_str() && e["unsigned"]["transaction_id"].is_string()));
+    assert!(events[0]["unsigned"].get("transaction_id").is_none());
+
+    assert_error(&s.get("/_matrix/client/v3/sync?since=garbage", Some(&bob.token)).await, 400, "M_INVALID_PARAM");
+    assert_error(&s.get("/_matrix/client/v3/sync", None).await, 401, "M_MISSING_TOKEN");
+    s.stop().await;
+}
+
+async fn long_poll_wakes_and_times_out(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let room = s.create_room(&alice, json!({"invite": [bob.user_id]})).await;
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    let token = s.sync(&bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+
+    // A short timeout with no news answers with nothing new and the same token.
+    let idle = s.sync(&bob, Some(&token), 300, None).await;
+    assert_eq!(idle["next_batch"], token.as_str());
+    assert_eq!(idle["rooms"]["join"], json!({}));
+
+    // A long-poll of a minute is answered by the message, not by the timeout.
+    let waiting = s.sync(&bob, Some(&token), 60_000, None);
+    let send = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.send_text(&alice, &room, "wake up").await
+    };
+    let (woken, sent) = tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(waiting, send) })
+        .await
+        .expect("the long-poll was woken long before its timeout");
+    assert_eq!(timeline(&woken, &room)[0]["event_id"], sent.as_str());
+    s.stop().await;
+}
+
+/// Eight writers over three rooms while a reader syncs in a loop: every event arrives exactly once,
+/// in each room's order.
+async fn exactly_once_with_concurrent_writers(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let reader = s.register_fast("reader").await;
+    let mut rooms = Vec::new();
+    for i in 0..3 {
+        rooms.push(s.create_room(&reader, json!({"preset": "public_chat", "name": format!("r{i}")})).await);
+    }
+    let mut writers = Vec::new();
+    for i in 0..8 {
+        let writer = s.register_fast(&format!("writer{i}")).await;
+        for room in &rooms {
+            assert_eq!(s.join(&writer, room).await.0, StatusCode::OK);
+        }
+        writers.push(writer);
+    }
+    let mut token = s.sync(&reader, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    let per_writer = 15;
+    let writing = futures::future::join_all(writers.iter().enumerate().map(|(w, writer)| {
+        let (s, rooms) = (&s, &rooms);
+        async move {
+            let mut sent = Vec::new();
+            for n in 0..per_writer {
+                let room = &rooms[(w + n) % rooms.len()];
+                sent.push((room.clone(), s.send_text(writer, room, &format!("{w}-{n}")).await));
+            }
+            sent
+        }
+    }));
+    let reading = async {
+        let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+        let total = writers.len() * per_writer;
+        let mut count = 0;
+        let filter = json!({"room": {"timeline": {"limit": 100}}});
+        while count < total {
+            let response =
+                tokio::time::timeout(Duration::from_secs(30), s.sync(&reader, Some(&token), 10_000, Some(&filter)))
+                    .await
+                    .expect("sync answered");
+            for room in &rooms {
+                for event in timeline(&response, room) {
+                    if event["type"] == "m.room.message" {
+                        seen.entry(room.clone()).or_default().push(event["event_id"].as_str().unwrap().to_owned());
+                        count += 1;
+                    }
+                }
+                assert_ne!(response["rooms"]["join"][room]["timeline"]["limited"], true, "no gap with limit 100");
+            }
+            token = response["next_batch"].as_str().unwrap().to_owned();
+        }
+        seen
+    };
+    let (sent, seen) = tokio::join!(writing, reading);
+    let mut expected: HashMap<String, Vec<String>> = HashMap::new();
+    for (room, event) in sent.into_iter().flatten() {
+        expected.entry(room).or_default().push(event);
+    }
+    for room in &rooms {
+        let got = &seen[room];
+        let unique: std::collections::HashSet<_> = got.iter().collect();
+        assert_eq!(unique.len(), got.len(), "no event twice in {room}");
+        let mut want = expected[room].clone();
+        want.sort();
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        assert_eq!(got_sorted, want, "every event of {room} once");
+        // Delivery order is the room's order.
+        let history: Vec<String> = s
+            .all_messages(&reader, room, 100)
+            .await
+            .into_iter()
+            .filter(|e| e["type"] == "m.room.message")
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(got, &history);
+    }
+    // Caught up: nothing more arrives.
+    let after = s.sync(&reader, Some(&token), 0, None).await;
+    assert_eq!(after["rooms"]["join"], json!({}));
+    s.stop().await;
+}
+
+async fn timeline_limit_and_lazy_members(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let carol = s.register_fast("carol").await;
+    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    for user in [&bob, &carol] {
+        assert_eq!(s.join(user, &room).await.0, StatusCode::OK);
+    }
+    for n in 0..6 {
+        s.send_text(&bob, &room, &format!("b{n}")).await;
+    }
+    let filter = json!({"room": {"timeline": {"limit": 3}, "state": {"lazy_load_members": true}}});
+    let response = s.sync(&carol, None, 0, Some(&filter)).await;
+    let events = timeline(&response, &room);
+    assert_eq!(events.iter().map(|e| e["content"]["body"].as_str().unwrap()).collect::<Vec<_>>(), ["b3", "b4", "b5"]);
+    let joined = &response["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], true);
+    let members: Vec<&str> = joined["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .map(|e| e["state_key"].as_str().unwrap())
+        .collect();
+    assert!(members.contains(&bob.user_id.as_str()) && members.contains(&carol.user_id.as_str()), "{members:?}");
+    assert!(!members.contains(&alice.user_id.as_str()), "alice sent nothing in the timeline: {members:?}");
+
+    // prev_batch continues with /messages exactly before the timeline.
+    let prev = joined["timeline"]["prev_batch"].as_str().unwrap();
+    let (_, older) =
+        s.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=3&from={prev}"), Some(&carol.token)).await;
+    let bodies: Vec<&str> =
+        older["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(bodies, ["b2", "b1", "b0"]);
+
+    // A stored filter works the same.
+    let (status, created) =
+        s.post(&format!("/_matrix/client/v3/user/{}/filter", carol.user_id), Some(&carol.token), filter.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let id = created["filter_id"].as_str().unwrap();
+    let (_, stored) =
+        s.get(&format!("/_matrix/client/v3/user/{}/filter/{id}", carol.user_id), Some(&carol.token)).await;
+    assert_eq!(stored["room"]["timeline"]["limit"], 3);
+    let by_id = s.get(&format!("/_matrix/client/v3/sync?filter={id}"), Some(&carol.token)).await.1;
+    assert_eq!(timeline(&by_id, &room).len(), 3);
+    assert_error(
+        &s.get(&format!("/_matrix/client/v3/user/{}/filter/{id}", carol.user_id), Some(&bob.token)).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &s.get(&format!("/_matrix/client/v3/user/{}/filter/999", carol.user_id), Some(&carol.token)).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    s.stop().await;
+}
+
+async fn invites_and_leaves(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let token = s.sync(&bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    let room = s.create_room(&alice, json!({"name": "Secret plans", "invite": [bob.user_id], "is_direct": true})).await;
+    let invited = s.sync(&bob, Some(&token), 5_000, None).await;
+    let stripped = invited["rooms"]["invite"][&room]["invite_state"]["events"].as_array().unwrap().clone();
+    assert!(stripped.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Secret plans"));
+    let own = stripped.iter().find(|e| e["type"] == "m.room.member").unwrap();
+    assert_eq!(
+        (own["content"]["membership"].as_str(), own["content"]["is_direct"].as_bool()),
+        (Some("invite"), Some(true))
+    );
+    assert!(stripped.iter().all(|e| e.get("event_id").is_none()), "stripped state has no event IDs");
+
+    let token = invited["next_batch"].as_str().unwrap().to_owned();
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    let joined = s.sync(&bob, Some(&token), 5_000, None).await;
+    // A new join brings the room from its start: its state in `state` or in the timeline.
+    let room_json = &joined["rooms"]["join"][&room];
+    let everything: Vec<&Value> = room_json["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(room_json["timeline"]["events"].as_array().unwrap())
+        .collect();
+    assert!(everything.iter().any(|e| e["type"] == "m.room.create"), "{room_json}");
+
+    let token = joined["next_batch"].as_str().unwrap().to_owned();
+    let kick = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            Some(&alice.token),
+            json!({"user_id": bob.user_id, "reason": "bye"}),
+        )
+        .await;
+    assert_eq!(kick.0, StatusCode::OK);
+    let left = s.sync(&bob, Some(&token), 5_000, None).await;
+    let leave_events = left["rooms"]["leave"][&room]["timeline"]["events"].as_array().unwrap().clone();
+    let last = leave_events.last().unwrap();
+    assert_eq!(
+        (last["content"]["membership"].as_str(), last["content"]["reason"].as_str()),
+        (Some("leave"), Some("bye"))
+    );
+    // After leaving, the room's new messages are not delivered.
+    let token = left["next_batch"].as_str().unwrap().to_owned();
+    s.send_text(&alice, &room, "bob is gone").await;
+    let after = s.sync(&bob, Some(&token), 300, None).await;
+    assert_eq!(after["rooms"]["join"], json!({}));
+    assert_eq!(after["rooms"]["leave"], json!({}));
+    s.stop().await;
+}
