@@ -14,6 +14,7 @@ mod register;
 mod rooms;
 mod session;
 mod sync;
+pub mod ws;
 
 use axum::Router;
 
@@ -97,4 +98,6 @@ pub fn routes(router: Router<Services>) -> Router<Services> {
         .endpoint(ephemeral::send_receipt)
         .endpoint(ephemeral::set_read_markers)
         .endpoint(ephemeral::to_device)
+        // The WebSocket stream (Axon's own; DESIGN.md section 8)
+        .route(ws::PATH, axum::routing::get(ws::upgrade))
 }

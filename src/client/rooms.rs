@@ -35,7 +35,7 @@ fn json_object<T>(raw: &Raw<T>, what: &str) -> Result<Map<String, JsonValue>> {
 }
 
 /// `m.room.message` bodies (`body`, `formatted_body`) must be shorter than 100,000 characters.
-fn check_message_size(event_type: &str, content: &Map<String, JsonValue>) -> Result<()> {
+pub(super) fn check_message_size(event_type: &str, content: &Map<String, JsonValue>) -> Result<()> {
     if event_type != "m.room.message" {
         return Ok(());
     }

@@ -44,6 +44,24 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The Matrix `errcode` of this error.
+    pub fn errcode(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
+    /// The `error` text a client may see (no internal details).
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Database(_) | Error::Internal(_) => {
+                tracing::error!(error = %self, "request failed");
+                "internal server error".to_owned()
+            }
+            _ => self.to_string(),
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, errcode) = self.status_and_code();

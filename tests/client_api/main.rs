@@ -16,3 +16,4 @@ mod room_auth;
 mod rooms;
 mod session;
 mod sync;
+mod ws;

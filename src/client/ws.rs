@@ -1,0 +1,320 @@
+//! The WebSocket stream (DESIGN.md section 8): `GET /_matrix/client/unstable/org.axon.ws/stream`,
+//! subprotocol `m.json`. The server pushes `{"type":"sync","body":<a /sync response>}` whenever
+//! there is news; the client may call `ping`, `send`, `state`, `typing`, `receipt`, `read_markers`
+//! with `{"id","method","params"}` and gets `{"id","result"}` or `{"id","error"}`.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+        Query, State,
+    },
+    http::{header, HeaderMap},
+    response::Response,
+};
+use futures_util::StreamExt;
+use ruma::{api::client::filter::FilterDefinition, EventId, RoomId};
+use serde::Deserialize;
+use serde_json::{json, Value as JsonValue};
+
+use super::rooms::check_message_size;
+use crate::{
+    accounts::Session,
+    error::{Error, Result},
+    rooms::{EventDraft, Txn},
+    services::Services,
+    sync::{StreamToken, SyncFilter, SyncRequest},
+};
+
+pub const PATH: &str = "/_matrix/client/unstable/org.axon.ws/stream";
+pub const UNSTABLE_FEATURE: &str = "org.axon.ws";
+
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// A frame the client does not take within this time marks it a slow consumer.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one server-side wait for news lasts before it is renewed.
+const SYNC_WAIT: Duration = Duration::from_secs(30);
+
+const CLOSE_UNKNOWN_TOKEN: u16 = 4401;
+const CLOSE_AUTH_TIMEOUT: u16 = 4408;
+const CLOSE_BAD_SINCE: u16 = 4410;
+const CLOSE_SLOW_CONSUMER: u16 = 4429;
+const CLOSE_SHUTTING_DOWN: u16 = 4503;
+
+#[derive(Deserialize)]
+pub struct StreamParams {
+    since: Option<String>,
+    filter: Option<String>,
+    #[serde(default)]
+    full_state: bool,
+}
+
+#[derive(Deserialize)]
+struct ClientFrame {
+    #[serde(default)]
+    id: JsonValue,
+    method: String,
+    #[serde(default)]
+    params: JsonValue,
+}
+
+pub async fn upgrade(
+    State(s): State<Services>,
+    Query(params): Query<StreamParams>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    ws.protocols(["m.json"]).on_upgrade(move |socket| async move {
+        Connection { s, socket }.run(params, token).await;
+    })
+}
+
+struct Connection {
+    s: Services,
+    socket: WebSocket,
+}
+
+impl Connection {
+    async fn close(mut self, code: u16, reason: &str) {
+        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason.to_owned()) };
+        let _ = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
+    }
+
+    /// Ends the connection after a failed send: a slow consumer is told so; a broken one is gone.
+    async fn fail(self, code: u16) {
+        if code == CLOSE_SLOW_CONSUMER {
+            self.close(code, "slow consumer").await;
+        }
+    }
+
+    /// Sends a frame, or reports the client as too slow to take it.
+    async fn send(&mut self, frame: JsonValue) -> std::result::Result<(), u16> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Text(Utf8Bytes::from(frame.to_string()))))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(0),
+            Err(_) => Err(CLOSE_SLOW_CONSUMER),
+        }
+    }
+
+    async fn authenticate(&mut self, header_token: Option<String>) -> std::result::Result<Session, u16> {
+        let token = match header_token {
+            Some(token) => token,
+            // Browsers cannot set headers: the first frame carries the token.
+            None => {
+                let frame =
+                    tokio::time::timeout(AUTH_TIMEOUT, self.socket.next()).await.map_err(|_| CLOSE_AUTH_TIMEOUT)?;
+                let Some(Ok(Message::Text(text))) = frame else { return Err(CLOSE_UNKNOWN_TOKEN) };
+                let frame: ClientFrame = serde_json::from_str(&text).map_err(|_| CLOSE_UNKNOWN_TOKEN)?;
+                match (frame.method.as_str(), frame.params["access_token"].as_str()) {
+                    ("auth", Some(token)) => token.to_owned(),
+                    _ => return Err(CLOSE_UNKNOWN_TOKEN),
+                }
+            }
+        };
+        match self.s.accounts.session_for_token(&token).await {
+            Ok(Some(session)) => Ok(session),
+            _ => Err(CLOSE_UNKNOWN_TOKEN),
+        }
+    }
+
+    async fn run(mut self, params: StreamParams, header_token: Option<String>) {
+        let session = match self.authenticate(header_token).await {
+            Ok(session) => session,
+            Err(code) => return self.close(code, "authentication failed").await,
+        };
+        let since = match params.since.as_deref().map(StreamToken::parse).transpose() {
+            Ok(since) => since,
+            Err(_) => return self.close(CLOSE_BAD_SINCE, "since is not a usable sync token").await,
+        };
+        let filter = match params.filter.as_deref() {
+            None => SyncFilter::default(),
+            Some(text) => match stream_filter(&self.s, &session, text).await {
+                Ok(filter) => filter,
+                Err(_) => return self.close(CLOSE_BAD_SINCE, "unknown or invalid filter").await,
+            },
+        };
+        let mut token = since;
+        let mut full_state = params.full_state;
+        let mut shutdown = self.s.shutdown.clone();
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.tick().await;
+        let mut unanswered_pings = 0u8;
+        let services = self.s.clone();
+        loop {
+            let request = SyncRequest {
+                user_id: session.user_id.as_str(),
+                device_id: session.device_id.as_str(),
+                since: token,
+                full_state,
+                filter: filter.clone(),
+                timeout: SYNC_WAIT,
+            };
+            let sync = services.sync.sync(&request, shutdown.clone());
+            tokio::pin!(sync);
+            // Wait for news while answering the client's frames and keeping the connection alive.
+            let outcome = loop {
+                tokio::select! {
+                    result = &mut sync => break Some(result),
+                    frame = self.socket.next() => match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            let answer = handle_frame(&services, &session, &text).await;
+                            if let Err(code) = self.send(answer).await {
+                                return self.fail(code).await;
+                            }
+                        }
+                        Some(Ok(Message::Pong(_))) => unanswered_pings = 0,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                        Some(Ok(_)) => {}
+                    },
+                    _ = ping.tick() => {
+                        if unanswered_pings >= 2 {
+                            return;
+                        }
+                        unanswered_pings += 1;
+                        if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = shutdown.changed() => break None,
+                }
+            };
+            match outcome {
+                None => return self.close(CLOSE_SHUTTING_DOWN, "server shutting down").await,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "websocket sync failed");
+                    return self.close(CLOSE_SHUTTING_DOWN, "sync failed; reconnect").await;
+                }
+                Some(Ok(body)) => {
+                    let next = body["next_batch"].as_str().and_then(|t| StreamToken::parse(t).ok());
+                    // An empty wait (no news before the wait ended) sends nothing.
+                    let empty = token.is_some() && next == token;
+                    if !empty {
+                        if let Err(code) = self.send(json!({"type": "sync", "body": body})).await {
+                            return self.fail(code).await;
+                        }
+                    }
+                    token = next.or(token);
+                    full_state = false;
+                }
+            }
+            if *shutdown.borrow() {
+                return self.close(CLOSE_SHUTTING_DOWN, "server shutting down").await;
+            }
+        }
+    }
+}
+
+async fn stream_filter(s: &Services, session: &Session, text: &str) -> Result<SyncFilter> {
+    let definition: FilterDefinition = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| Error::BadJson(e.to_string()))?
+    } else {
+        let id: i64 = text.parse().map_err(|_| Error::InvalidParam("unknown filter".into()))?;
+        let stored = s
+            .storage
+            .filter(session.user_id.as_str(), id)
+            .await?
+            .ok_or_else(|| Error::NotFound("unknown filter".into()))?;
+        serde_json::from_str(&stored).map_err(Error::internal)?
+    };
+    Ok(SyncFilter::from_definition(&definition))
+}
+
+/// Answers one client frame.
+async fn handle_frame(s: &Services, session: &Session, text: &str) -> JsonValue {
+    let frame: ClientFrame = match serde_json::from_str(text) {
+        Ok(frame) => frame,
+        Err(e) => return json!({"id": null, "error": error_body(&Error::BadJson(format!("not a request frame: {e}")))}),
+    };
+    match call(s, session, &frame).await {
+        Ok(result) => json!({"id": frame.id, "result": result}),
+        Err(e) => json!({"id": frame.id, "error": error_body(&e)}),
+    }
+}
+
+fn error_body(e: &Error) -> JsonValue {
+    json!({"errcode": e.errcode(), "error": e.public_message()})
+}
+
+fn param<'a>(params: &'a JsonValue, name: &str) -> Result<&'a str> {
+    params[name].as_str().ok_or_else(|| Error::MissingParam(format!("params.{name} is required")))
+}
+
+fn room_param(params: &JsonValue) -> Result<&RoomId> {
+    <&RoomId>::try_from(param(params, "room_id")?).map_err(|e| Error::InvalidParam(format!("room_id: {e}")))
+}
+
+async fn call(s: &Services, session: &Session, frame: &ClientFrame) -> Result<JsonValue> {
+    let p = &frame.params;
+    let user = &session.user_id;
+    match frame.method.as_str() {
+        "ping" => Ok(json!({})),
+        "send" => {
+            // The frame's id is the transaction ID, deduplicated exactly like PUT /send.
+            let txn_id =
+                frame.id.as_str().ok_or_else(|| Error::MissingParam("id must be a string transaction ID".into()))?;
+            let room_id = room_param(p)?;
+            let kind = param(p, "type")?;
+            let content =
+                p["content"].as_object().ok_or_else(|| Error::BadJson("params.content must be an object".into()))?;
+            check_message_size(kind, content)?;
+            if kind == "m.room.redaction" {
+                return Err(Error::BadRequest("use the /redact endpoint to redact events".into()));
+            }
+            let txn = Txn { device_id: session.device_id.as_str(), scope: format!("send {room_id} {kind}"), txn_id };
+            let appended = s
+                .rooms
+                .append(room_id, user, EventDraft::message(kind, JsonValue::Object(content.clone())), Some(txn))
+                .await?;
+            Ok(json!({"event_id": appended.event_id}))
+        }
+        "state" => {
+            let room_id = room_param(p)?;
+            let content =
+                p["content"].as_object().ok_or_else(|| Error::BadJson("params.content must be an object".into()))?;
+            let draft = EventDraft::state(
+                param(p, "type")?,
+                p["state_key"].as_str().unwrap_or(""),
+                JsonValue::Object(content.clone()),
+            );
+            let appended = s.rooms.append(room_id, user, draft, None).await?;
+            Ok(json!({"event_id": appended.event_id}))
+        }
+        "typing" => {
+            let typing =
+                p["typing"].as_bool().ok_or_else(|| Error::MissingParam("params.typing is required".into()))?;
+            let timeout = typing.then(|| Duration::from_millis(p["timeout"].as_u64().unwrap_or(30_000)));
+            s.sync.set_typing(room_param(p)?, user, timeout).await?;
+            Ok(json!({}))
+        }
+        "receipt" => {
+            let event_id = <&EventId>::try_from(param(p, "event_id")?)
+                .map_err(|e| Error::InvalidParam(format!("event_id: {e}")))?;
+            let kind = p["receipt_type"].as_str().unwrap_or("m.read");
+            if !matches!(kind, "m.read" | "m.read.private" | "m.fully_read") {
+                return Err(Error::InvalidParam("unknown receipt_type".into()));
+            }
+            s.sync.set_receipt(room_param(p)?, user, kind, event_id, p["thread_id"].as_str()).await?;
+            Ok(json!({}))
+        }
+        "read_markers" => {
+            let room_id = room_param(p)?;
+            for kind in ["m.fully_read", "m.read", "m.read.private"] {
+                if let Some(id) = p[kind].as_str() {
+                    let event_id = <&EventId>::try_from(id).map_err(|e| Error::InvalidParam(format!("{kind}: {e}")))?;
+                    s.sync.set_receipt(room_id, user, kind, event_id, None).await?;
+                }
+            }
+            Ok(json!({}))
+        }
+        _ => Err(Error::Unrecognized),
+    }
+}
