@@ -36,6 +36,34 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub rooms: RoomsConfig,
+    #[serde(default)]
+    pub presence: PresenceConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Seconds without a sync in flight after which a user is offline.
+    #[serde(default = "default_offline_after")]
+    pub offline_after: f64,
+    /// Seconds without activity after which a user is unavailable.
+    #[serde(default = "default_idle_after")]
+    pub idle_after: f64,
+}
+
+fn default_offline_after() -> f64 {
+    30.0
+}
+fn default_idle_after() -> f64 {
+    300.0
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { enabled: true, offline_after: default_offline_after(), idle_after: default_idle_after() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +200,7 @@ impl Config {
             registration: RegistrationConfig::default(),
             limits: LimitsConfig::default(),
             rooms: RoomsConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 
@@ -253,6 +282,12 @@ impl Config {
         }
         if self.rooms.max_event_bytes < 65_536 {
             return Err(ConfigError::Value { key: "rooms.max_event_bytes", message: "must be at least 65536".into() });
+        }
+        if !(self.presence.offline_after > 0.0 && self.presence.idle_after > 0.0) {
+            return Err(ConfigError::Value {
+                key: "presence.offline_after",
+                message: "offline_after and idle_after must be positive".into(),
+            });
         }
         if self.registration.token.as_deref() == Some("") {
             return Err(ConfigError::Value { key: "registration.token", message: "must not be empty".into() });

@@ -6,6 +6,7 @@ pub mod config;
 pub mod ephemeral;
 pub mod error;
 pub mod http;
+pub mod presence;
 pub mod rooms;
 pub mod server;
 pub mod services;

@@ -78,13 +78,17 @@ async fn serve(listener: TcpListener, app: axum::Router, mut stopped: watch::Rec
 }
 
 /// Periodic upkeep that must not grow with the number of users: typing expiry (only rooms where
-/// someone types), idle rate-limit buckets and notifier entries.
+/// someone types), presence deadlines (only the due ones), idle rate-limit buckets and notifier
+/// entries.
 async fn housekeeping(services: Services, mut stopped: watch::Receiver<bool>) {
     let mut typing = tokio::time::interval(Duration::from_millis(250));
     let mut minute = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             _ = typing.tick() => {
+                if let Err(e) = services.sync.presence().expire().await {
+                    tracing::warn!(error = %e, "presence timers");
+                }
                 for room_id in services.sync.typing().expire() {
                     if let Ok(room_id) = ruma::RoomId::parse(&room_id) {
                         if let Err(e) = services.rooms.wake_members(&room_id).await {

@@ -11,6 +11,7 @@ use crate::{
     ephemeral::typing::Typing,
     error::Result,
     http::{limits::AuthRateLimiter, metrics::Metrics},
+    presence::Presence,
     rooms::Rooms,
     storage::Storage,
     sync::{EventStream, Notifier, SyncService},
@@ -42,7 +43,8 @@ impl Services {
             notifier.clone(),
         )
         .await?;
-        let sync = SyncService::new(rooms.clone(), notifier, events, Typing::default());
+        let presence = Presence::new(config.presence.clone(), storage.clone(), notifier.clone());
+        let sync = SyncService::new(rooms.clone(), notifier, events, Typing::default(), presence);
         Ok(Self {
             sync,
             rooms,

@@ -9,6 +9,7 @@ mod discovery;
 mod ephemeral;
 mod membership;
 mod messages;
+mod presence;
 mod profile;
 mod register;
 mod rooms;
@@ -98,6 +99,9 @@ pub fn routes(router: Router<Services>) -> Router<Services> {
         .endpoint(ephemeral::send_receipt)
         .endpoint(ephemeral::set_read_markers)
         .endpoint(ephemeral::to_device)
+        // Presence
+        .endpoint(presence::put_status)
+        .endpoint(presence::get_status)
         // The WebSocket stream (Axon's own; DESIGN.md section 8)
         .route(ws::PATH, axum::routing::get(ws::upgrade))
 }

@@ -36,6 +36,7 @@ pub async fn sync(s: Services, req: Ruma<sync_events::Request>) -> Result<JsonVa
         full_state: b.full_state,
         filter,
         timeout: b.timeout.unwrap_or_default().min(MAX_TIMEOUT),
+        set_presence: b.set_presence.as_str(),
     };
     s.sync.sync(&request, s.shutdown.clone()).await
 }

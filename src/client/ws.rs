@@ -1,7 +1,7 @@
 //! The WebSocket stream (DESIGN.md section 8): `GET /_matrix/client/unstable/org.axon.ws/stream`,
 //! subprotocol `m.json`. The server pushes `{"type":"sync","body":<a /sync response>}` whenever
-//! there is news; the client may call `ping`, `send`, `state`, `typing`, `receipt`, `read_markers`
-//! with `{"id","method","params"}` and gets `{"id","result"}` or `{"id","error"}`.
+//! there is news; the client may call `ping`, `send`, `state`, `typing`, `receipt`, `read_markers`,
+//! `set_presence` with `{"id","method","params"}` and gets `{"id","result"}` or `{"id","error"}`.
 
 use std::time::Duration;
 
@@ -49,6 +49,7 @@ pub struct StreamParams {
     filter: Option<String>,
     #[serde(default)]
     full_state: bool,
+    set_presence: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +145,7 @@ impl Connection {
         };
         let mut token = since;
         let mut full_state = params.full_state;
+        let set_presence = params.set_presence.clone().unwrap_or_else(|| crate::presence::ONLINE.to_owned());
         let mut shutdown = self.s.shutdown.clone();
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.tick().await;
@@ -157,6 +159,7 @@ impl Connection {
                 full_state,
                 filter: filter.clone(),
                 timeout: SYNC_WAIT,
+                set_presence: &set_presence,
             };
             let sync = services.sync.sync(&request, shutdown.clone());
             tokio::pin!(sync);
@@ -313,6 +316,14 @@ async fn call(s: &Services, session: &Session, frame: &ClientFrame) -> Result<Js
                     s.sync.set_receipt(room_id, user, kind, event_id, None).await?;
                 }
             }
+            Ok(json!({}))
+        }
+        "set_presence" => {
+            let state = param(p, "presence")?;
+            if !matches!(state, "online" | "unavailable" | "offline") {
+                return Err(Error::InvalidParam("presence must be online, unavailable or offline".into()));
+            }
+            s.sync.presence().set(user.as_str(), state, p["status_msg"].as_str().map(str::to_owned)).await?;
             Ok(json!({}))
         }
         _ => Err(Error::Unrecognized),

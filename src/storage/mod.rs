@@ -8,6 +8,7 @@
 mod delivery;
 mod devices;
 mod events;
+mod presence;
 mod profile;
 mod rooms;
 mod uia;
@@ -24,6 +25,7 @@ use sqlx::{
 pub use delivery::{AccountDataRow, ReceiptRow, ToDeviceRow};
 pub use devices::{DeviceRow, SessionRow};
 pub use events::{EventRow, NewEvent, RoomWrite};
+pub use presence::PresenceRow;
 pub use rooms::RoomRow;
 pub use uia::UiaSessionRow;
 pub use users::UserRow;

@@ -20,7 +20,7 @@ pub use self::{
     notifier::Notifier,
     token::StreamToken,
 };
-use crate::{ephemeral::typing::Typing, error::Result, rooms::Rooms};
+use crate::{ephemeral::typing::Typing, error::Result, presence::Presence, rooms::Rooms};
 
 /// To-device messages handed out per sync; the rest follow in the next one.
 const TO_DEVICE_PER_SYNC: i64 = 100;
@@ -32,6 +32,8 @@ pub struct SyncRequest<'a> {
     pub full_state: bool,
     pub filter: SyncFilter,
     pub timeout: Duration,
+    /// `online` (the default), `unavailable` or `offline`: what syncing says of the user.
+    pub set_presence: &'a str,
 }
 
 #[derive(Clone)]
@@ -40,11 +42,12 @@ pub struct SyncService {
     notifier: Arc<Notifier>,
     events: EventStream,
     typing: Typing,
+    presence: Presence,
 }
 
 impl SyncService {
-    pub fn new(rooms: Rooms, notifier: Arc<Notifier>, events: EventStream, typing: Typing) -> Self {
-        Self { rooms, notifier, events, typing }
+    pub fn new(rooms: Rooms, notifier: Arc<Notifier>, events: EventStream, typing: Typing, presence: Presence) -> Self {
+        Self { rooms, notifier, events, typing, presence }
     }
 
     /// The current position of every stream.
@@ -56,6 +59,7 @@ impl SyncService {
             to_device: storage.stream_position("to_device").await?,
             receipts: storage.stream_position("receipts").await?,
             typing: self.typing.serial(),
+            presence: storage.stream_position("presence").await?,
         })
     }
 
@@ -63,6 +67,8 @@ impl SyncService {
     /// or the server shuts down.
     pub async fn sync(&self, request: &SyncRequest<'_>, mut shutdown: watch::Receiver<bool>) -> Result<JsonValue> {
         let notify = self.notifier.subscribe(request.user_id);
+        // The user counts as syncing (online) for as long as this call lasts.
+        let _syncing = self.presence.sync_started(request.user_id, request.set_presence).await?;
         let deadline = tokio::time::Instant::now() + request.timeout;
         loop {
             // Registered before reading, so a change between the read and the wait still wakes us.
@@ -133,18 +139,30 @@ impl SyncService {
             .map(|r| json!({"type": r.event_type, "sender": r.sender, "content": serde_json::from_str::<JsonValue>(&r.content).unwrap_or(JsonValue::Null)}))
             .collect();
 
+        let presence: Vec<JsonValue> = if self.presence.enabled() {
+            storage
+                .presence_changes_for(user_id, since.map_or(0, |s| s.presence), now.presence)
+                .await?
+                .iter()
+                .map(|row| json!({"type": "m.presence", "sender": row.user_id, "content": self.presence.content(row)}))
+                .collect()
+        } else {
+            Vec::new()
+        };
+
         let rooms = self.rooms_section(request, &now, &mut extras).await?;
         let has_news = !(rooms.join.is_empty()
             && rooms.invite.is_empty()
             && rooms.leave.is_empty()
             && global_account_data.is_empty()
-            && to_device.is_empty());
+            && to_device.is_empty()
+            && presence.is_empty());
         let response = json!({
             "next_batch": now.to_string(),
             "rooms": {"join": rooms.join, "invite": rooms.invite, "leave": rooms.leave},
             "account_data": {"events": global_account_data},
             "to_device": {"events": to_device},
-            "presence": {"events": []},
+            "presence": {"events": presence},
             "device_lists": {"changed": [], "left": []},
             "device_one_time_keys_count": {},
         });
@@ -157,5 +175,9 @@ impl SyncService {
 
     pub fn typing(&self) -> &Typing {
         &self.typing
+    }
+
+    pub fn presence(&self) -> &Presence {
+        &self.presence
     }
 }

@@ -134,6 +134,7 @@ impl SyncService {
 
     pub async fn set_typing(&self, room_id: &RoomId, user_id: &UserId, timeout: Option<Duration>) -> Result<()> {
         self.require_joined(room_id, user_id).await?;
+        self.presence.active(user_id.as_str()).await?;
         if self.typing.set(room_id.as_str(), user_id.as_str(), timeout) {
             self.rooms.wake_members(room_id).await?;
         }
@@ -150,6 +151,7 @@ impl SyncService {
         thread_id: Option<&str>,
     ) -> Result<()> {
         self.require_joined(room_id, user_id).await?;
+        self.presence.active(user_id.as_str()).await?;
         let event = self.rooms.event_for_user(room_id, user_id, event_id).await?;
         if receipt_type == "m.fully_read" {
             let content = serde_json::json!({"event_id": event.event_id});

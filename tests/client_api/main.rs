@@ -10,6 +10,7 @@ mod directory;
 mod discovery;
 mod errors;
 mod history;
+mod presence;
 mod profile;
 mod register;
 mod room_auth;

@@ -1,0 +1,252 @@
+//! Presence, the online indicator (spec: "Presence"): online, unavailable, offline.
+//!
+//! A syncing device keeps its user online; with no sync in flight for `offline_after` the user goes
+//! offline; with no activity for `idle_after`, unavailable. Costs stay bounded: the timers are a
+//! queue of deadlines of which only the due ones are looked at, a change is written and fanned out
+//! only when the state really changes, and it wakes only the users who share a room.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    config::PresenceConfig,
+    error::Result,
+    storage::{now_ms, PresenceRow, Storage},
+    sync::Notifier,
+};
+
+pub const ONLINE: &str = "online";
+pub const UNAVAILABLE: &str = "unavailable";
+pub const OFFLINE: &str = "offline";
+
+#[derive(Default)]
+struct UserPresence {
+    syncs_in_flight: usize,
+    last_sync_end: Option<Instant>,
+    last_active: Option<Instant>,
+    /// What was last written, to skip identical updates.
+    written: Option<(String, Option<String>)>,
+}
+
+#[derive(Default)]
+struct Inner {
+    users: HashMap<String, UserPresence>,
+    deadlines: BinaryHeap<Reverse<(Instant, String)>>,
+}
+
+#[derive(Clone)]
+pub struct Presence {
+    config: PresenceConfig,
+    storage: Storage,
+    notifier: Arc<Notifier>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A sync in flight; dropping it ends the sync.
+pub struct SyncGuard {
+    presence: Presence,
+    user_id: String,
+}
+
+impl Drop for SyncGuard {
+    fn drop(&mut self) {
+        let mut inner = self.presence.lock();
+        let deadline = Instant::now() + self.presence.config.offline_after();
+        if let Some(user) = inner.users.get_mut(&self.user_id) {
+            user.syncs_in_flight = user.syncs_in_flight.saturating_sub(1);
+            user.last_sync_end = Some(Instant::now());
+        }
+        inner.deadlines.push(Reverse((deadline, self.user_id.clone())));
+    }
+}
+
+impl Presence {
+    pub fn new(config: PresenceConfig, storage: Storage, notifier: Arc<Notifier>) -> Self {
+        Self { config, storage, notifier, inner: Arc::default() }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A sync of the user begins; with `set_presence` other than offline it makes the user
+    /// online (or unavailable when asked).
+    pub async fn sync_started(&self, user_id: &str, set_presence: &str) -> Result<Option<SyncGuard>> {
+        if !self.config.enabled {
+            return Ok(None);
+        }
+        {
+            let mut inner = self.lock();
+            let user = inner.users.entry(user_id.to_owned()).or_default();
+            user.syncs_in_flight += 1;
+            let last_active = *user.last_active.get_or_insert_with(Instant::now);
+            let idle_at = last_active + self.config.idle_after();
+            inner.deadlines.push(Reverse((idle_at, user_id.to_owned())));
+        }
+        let guard = SyncGuard { presence: self.clone(), user_id: user_id.to_owned() };
+        match set_presence {
+            OFFLINE => {}
+            UNAVAILABLE => self.change(user_id, UNAVAILABLE, None).await?,
+            _ => {
+                // Syncing does not wake an idle user: only activity does.
+                let idle = self
+                    .current_state(user_id)
+                    .await?
+                    .is_some_and(|s| s == UNAVAILABLE && !self.recently_active(user_id));
+                if !idle {
+                    self.change(user_id, ONLINE, None).await?;
+                }
+            }
+        }
+        Ok(Some(guard))
+    }
+
+    fn recently_active(&self, user_id: &str) -> bool {
+        let inner = self.lock();
+        inner.users.get(user_id).and_then(|u| u.last_active).is_some_and(|t| t.elapsed() < self.config.idle_after())
+    }
+
+    async fn current_state(&self, user_id: &str) -> Result<Option<String>> {
+        if let Some((state, _)) = self.lock().users.get(user_id).and_then(|u| u.written.clone()) {
+            return Ok(Some(state));
+        }
+        Ok(self.storage.presence(user_id).await?.map(|r| r.state))
+    }
+
+    /// The user did something (sent, typed, read): online again, and idle only later.
+    pub async fn active(&self, user_id: &str) -> Result<()> {
+        if !self.config.enabled {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.config.idle_after();
+        {
+            let mut inner = self.lock();
+            inner.users.entry(user_id.to_owned()).or_default().last_active = Some(Instant::now());
+            inner.deadlines.push(Reverse((deadline, user_id.to_owned())));
+        }
+        if self.current_state(user_id).await?.as_deref() != Some(ONLINE) {
+            self.change(user_id, ONLINE, None).await?;
+        }
+        Ok(())
+    }
+
+    /// An explicit `PUT /presence/{userId}/status`.
+    pub async fn set(&self, user_id: &str, state: &str, status_msg: Option<String>) -> Result<()> {
+        if !self.config.enabled {
+            return Ok(());
+        }
+        if state == ONLINE {
+            self.lock().users.entry(user_id.to_owned()).or_default().last_active = Some(Instant::now());
+        }
+        self.change(user_id, state, Some(status_msg)).await
+    }
+
+    /// Writes and fans out a state, unless it is what was last written. `status_msg` `None` keeps
+    /// the current message.
+    async fn change(&self, user_id: &str, state: &str, status_msg: Option<Option<String>>) -> Result<()> {
+        let stored = self.storage.presence(user_id).await?;
+        let status_msg = match status_msg {
+            Some(msg) => msg,
+            None => stored.as_ref().and_then(|r| r.status_msg.clone()),
+        };
+        if stored.as_ref().is_some_and(|r| r.state == state && r.status_msg == status_msg) {
+            self.lock().users.entry(user_id.to_owned()).or_default().written = Some((state.to_owned(), status_msg));
+            return Ok(());
+        }
+        let row = PresenceRow {
+            user_id: user_id.to_owned(),
+            state: state.to_owned(),
+            status_msg: status_msg.clone(),
+            last_active_ts: now_ms(),
+        };
+        self.storage.set_presence(&row).await?;
+        self.lock().users.entry(user_id.to_owned()).or_default().written = Some((state.to_owned(), status_msg));
+        let audience = self.storage.users_sharing_rooms(user_id).await?;
+        self.notifier.wake(audience.iter().map(String::as_str).chain([user_id]));
+        Ok(())
+    }
+
+    /// Applies the deadlines that have passed: offline after syncs stopped, unavailable after
+    /// activity stopped. Only due entries are examined.
+    pub async fn expire(&self) -> Result<()> {
+        if !self.config.enabled {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut due = Vec::new();
+        {
+            let mut inner = self.lock();
+            while inner.deadlines.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+                if let Some(Reverse((_, user))) = inner.deadlines.pop() {
+                    due.push(user);
+                }
+            }
+        }
+        due.sort();
+        due.dedup();
+        for user_id in due {
+            let next = {
+                let inner = self.lock();
+                let Some(user) = inner.users.get(&user_id) else { continue };
+                let gone = user.syncs_in_flight == 0
+                    && user.last_sync_end.is_some_and(|t| now.duration_since(t) >= self.config.offline_after());
+                let idle = user.last_active.is_some_and(|t| now.duration_since(t) >= self.config.idle_after());
+                if gone {
+                    Some(OFFLINE)
+                } else if idle {
+                    Some(UNAVAILABLE)
+                } else {
+                    None
+                }
+            };
+            let Some(next) = next else { continue };
+            let current = self.current_state(&user_id).await?;
+            // Going offline always applies; going idle only from online.
+            if next == OFFLINE || current.as_deref() == Some(ONLINE) {
+                self.change(&user_id, next, None).await?;
+            }
+            if next == OFFLINE {
+                let mut inner = self.lock();
+                if inner.users.get(&user_id).is_some_and(|u| u.syncs_in_flight == 0) {
+                    inner.users.remove(&user_id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The presence event content of a stored row.
+    pub fn content(&self, row: &PresenceRow) -> serde_json::Value {
+        let ago = (now_ms() - row.last_active_ts).max(0);
+        let mut content = serde_json::json!({
+            "presence": row.state,
+            "last_active_ago": ago,
+            "currently_active": row.state == ONLINE,
+        });
+        if let Some(msg) = &row.status_msg {
+            content["status_msg"] = serde_json::json!(msg);
+        }
+        content
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+}
+
+impl PresenceConfig {
+    pub fn offline_after(&self) -> Duration {
+        Duration::from_secs_f64(self.offline_after.max(0.0))
+    }
+    pub fn idle_after(&self) -> Duration {
+        Duration::from_secs_f64(self.idle_after.max(0.0))
+    }
+}

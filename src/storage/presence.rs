@@ -1,0 +1,86 @@
+//! `presence`: each user's presence state and its position in the presence stream.
+
+use sqlx::Row;
+
+use super::Storage;
+use crate::error::Result;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRow {
+    pub user_id: String,
+    pub state: String,
+    pub status_msg: Option<String>,
+    pub last_active_ts: i64,
+}
+
+impl Storage {
+    /// Stores a presence change; returns its stream position.
+    pub async fn set_presence(&self, row: &PresenceRow) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let position: i64 = sqlx::query(
+            "UPDATE stream_counters SET position = position + 1 WHERE stream = 'presence' RETURNING position",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        sqlx::query(
+            "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_id) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg, \
+             last_active_ts = excluded.last_active_ts, stream_id = excluded.stream_id",
+        )
+        .bind(&row.user_id)
+        .bind(&row.state)
+        .bind(&row.status_msg)
+        .bind(row.last_active_ts)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(position)
+    }
+
+    pub async fn presence(&self, user_id: &str) -> Result<Option<PresenceRow>> {
+        let row = sqlx::query("SELECT user_id, state, status_msg, last_active_ts FROM presence WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| PresenceRow {
+            user_id: r.get(0),
+            state: r.get(1),
+            status_msg: r.get(2),
+            last_active_ts: r.get(3),
+        }))
+    }
+
+    /// Presence changes in `(after, upto]` of the user and of everyone who shares a room with them.
+    pub async fn presence_changes_for(&self, user_id: &str, after: i64, upto: i64) -> Result<Vec<PresenceRow>> {
+        let rows = sqlx::query(
+            "SELECT user_id, state, status_msg, last_active_ts FROM presence WHERE stream_id > $2 AND stream_id <= $3 \
+             AND (user_id = $1 OR user_id IN (SELECT other.user_id FROM room_memberships mine \
+                  JOIN room_memberships other ON other.room_id = mine.room_id \
+                  WHERE mine.user_id = $1 AND mine.membership = 'join' AND other.membership = 'join')) \
+             ORDER BY stream_id",
+        )
+        .bind(user_id)
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| PresenceRow { user_id: r.get(0), state: r.get(1), status_msg: r.get(2), last_active_ts: r.get(3) })
+            .collect())
+    }
+
+    /// Everyone who shares a joined room with the user (the user included).
+    pub async fn users_sharing_rooms(&self, user_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT other.user_id FROM room_memberships mine JOIN room_memberships other ON other.room_id = mine.room_id \
+             WHERE mine.user_id = $1 AND mine.membership = 'join' AND other.membership = 'join'",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+}
