@@ -9,7 +9,7 @@ use crate::{
     config::Config,
     http,
     services::Services,
-    storage::{OpenError, Storage},
+    storage::{Backend, OpenError, Storage},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +28,12 @@ pub struct RunningServer {
     pub services: Services,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    _sqlite_owner: Option<crate::storage::SqliteOwner>,
 }
 
 /// Opens the database, applies migrations and starts serving.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let sqlite_owner = crate::storage::own_sqlite_file(&config.database.url)?;
     let storage = Storage::open(&config.database.url, config.database.max_connections).await?;
     storage.migrate().await?;
 
@@ -58,9 +60,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         metrics_addr = listener.local_addr().ok();
         tasks.push(tokio::spawn(serve(listener, http::metrics::router(services.clone()), stopped.clone())));
     }
+    if services.storage.backend() == Backend::Postgres {
+        // Other processes may share the database: exchange wake-ups with them.
+        crate::sync::bus::start(services.clone(), &services.config.database.url)
+            .await
+            .map_err(|e| StartError::Setup(crate::error::Error::Database(e)))?;
+    }
     tasks.push(tokio::spawn(housekeeping(services.clone(), stopped)));
     tracing::info!(%client_addr, server_name = %services.config.server_name, "axon is serving");
-    Ok(RunningServer { client_addr, metrics_addr, services, stop, tasks })
+    Ok(RunningServer { client_addr, metrics_addr, services, stop, tasks, _sqlite_owner: sqlite_owner })
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -100,6 +108,11 @@ async fn housekeeping(services: Services, mut stopped: watch::Receiver<bool>) {
             _ = minute.tick() => {
                 services.auth_limiter.forget_idle();
                 services.sync.notifier().forget_idle();
+                // A reservation older than this belongs to a writer that died before committing.
+                let cutoff = crate::storage::now_ms() - 30_000;
+                if let Err(e) = services.storage.drop_stale_event_positions(cutoff).await {
+                    tracing::warn!(error = %e, "dropping stale event positions");
+                }
             }
             changed = stopped.changed() => {
                 if changed.is_err() || *stopped.borrow() {

@@ -108,7 +108,16 @@ where
         let body = upgrade_legacy_uia_password(body);
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let request = axum::http::Request::from_parts(parts, body.as_ref());
-        let body = T::try_from_http_request(request, &args).map_err(request_error)?;
+        // ruma's parsers can panic on some malformed bodies (e.g. a login without `type`): that
+        // is bad input, not a server fault.
+        let parsed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::try_from_http_request(request, &args)));
+        let body = match parsed {
+            Ok(result) => result.map_err(request_error)?,
+            Err(_) => {
+                return Err(Error::BadJson("the request body does not have the shape this endpoint takes".into()))
+            }
+        };
         Ok(Ruma { body, session, client_ip })
     }
 }

@@ -165,13 +165,24 @@ impl Rooms {
                 });
             }
         }
-        let (mut write, head) = self
+        // Nothing inside the room's lock may take a connection of the main pool (they may all be
+        // waiting for this lock): the state is loaded before the lock is taken, and when another
+        // process wrote meanwhile (PostgreSQL only), reloaded under the lock through the side pool.
+        if guard.is_none() {
+            *guard = RoomState::load(&self.storage, room_id.as_str()).await?;
+        }
+        let head = guard.as_ref().ok_or_else(|| Error::NotFound("no such room".into()))?.head;
+        let (mut write, current) = self
             .storage
             .begin_room_write(room_id.as_str())
             .await?
             .ok_or_else(|| Error::NotFound("no such room".into()))?;
-        if guard.as_ref().is_none_or(|s| s.head != head) {
-            *guard = RoomState::load(&self.storage, room_id.as_str()).await?;
+        if current != head {
+            let reader = self
+                .storage
+                .side_reader()
+                .ok_or_else(|| Error::internal("room state changed without another writer"))?;
+            *guard = RoomState::load(&reader, room_id.as_str()).await?;
         }
         let state = guard.as_mut().ok_or_else(|| Error::NotFound("no such room".into()))?;
         let draft = build(state)?;
@@ -236,49 +247,64 @@ impl Rooms {
 
         // Readers must not pass this event's position before it commits.
         let stream_write = self.events.begin();
-        let stream = write
-            .insert_event(&NewEvent {
-                event_id: event_id.as_str(),
-                room_id: room_id.as_str(),
-                depth,
-                event_type: &draft.kind,
-                state_key: draft.state_key.as_deref(),
-                sender: sender.as_str(),
-                origin_server_ts: fields.origin_server_ts as i64,
-                state_snapshot: snapshot_id,
-                pdu: &json,
-            })
-            .await?;
-        stream_write.took(stream);
-        let prev: Vec<&str> = state.extremities.iter().map(|e| e.as_str()).collect();
-        let auth: Vec<&str> = auth_events.iter().map(|e| e.as_str()).collect();
-        write.insert_edges(event_id.as_str(), &prev, &auth).await?;
-        write.replace_forward_extremities(room_id.as_str(), &prev, event_id.as_str()).await?;
-        if state.resolved {
-            // The resolved state becomes the stored current state.
-            for ((kind, key), resolved) in &state.current {
-                write.set_current_state(room_id.as_str(), kind, key, resolved.event_id.as_str()).await?;
-                if let Some(membership) = resolved.membership() {
-                    write
-                        .set_membership(room_id.as_str(), key, &membership, resolved.event_id.as_str(), stream)
-                        .await?;
+        let reserved = self.storage.reserve_event_position(now_ms()).await?;
+        let persisted: Result<i64> = async {
+            let stream = write
+                .insert_event(&NewEvent {
+                    stream_ordering: reserved,
+                    event_id: event_id.as_str(),
+                    room_id: room_id.as_str(),
+                    depth,
+                    event_type: &draft.kind,
+                    state_key: draft.state_key.as_deref(),
+                    sender: sender.as_str(),
+                    origin_server_ts: fields.origin_server_ts as i64,
+                    state_snapshot: snapshot_id,
+                    pdu: &json,
+                })
+                .await?;
+            stream_write.took(stream);
+            let prev: Vec<&str> = state.extremities.iter().map(|e| e.as_str()).collect();
+            let auth: Vec<&str> = auth_events.iter().map(|e| e.as_str()).collect();
+            write.insert_edges(event_id.as_str(), &prev, &auth).await?;
+            write.replace_forward_extremities(room_id.as_str(), &prev, event_id.as_str()).await?;
+            if state.resolved {
+                // The resolved state becomes the stored current state.
+                for ((kind, key), resolved) in &state.current {
+                    write.set_current_state(room_id.as_str(), kind, key, resolved.event_id.as_str()).await?;
+                    if let Some(membership) = resolved.membership() {
+                        write
+                            .set_membership(room_id.as_str(), key, &membership, resolved.event_id.as_str(), stream)
+                            .await?;
+                    }
                 }
             }
-        }
-        if let Some(state_key) = &draft.state_key {
-            write.set_current_state(room_id.as_str(), &draft.kind, state_key, event_id.as_str()).await?;
-            if let Some(membership) = pdu.membership() {
-                write.set_membership(room_id.as_str(), state_key, &membership, event_id.as_str(), stream).await?;
+            if let Some(state_key) = &draft.state_key {
+                write.set_current_state(room_id.as_str(), &draft.kind, state_key, event_id.as_str()).await?;
+                if let Some(membership) = pdu.membership() {
+                    write.set_membership(room_id.as_str(), state_key, &membership, event_id.as_str(), stream).await?;
+                }
             }
+            if let Some(txn) = &txn {
+                write.insert_transaction_id(sender.as_str(), txn.device_id, &txn.key(), event_id.as_str()).await?;
+            }
+            if let Some(target) = pdu.redacted_event() {
+                self.apply_redaction(&mut write, state, &pdu, target).await?;
+            }
+            write.set_head_stream(room_id.as_str(), stream).await?;
+            write.commit().await?;
+            Ok(stream)
         }
-        if let Some(txn) = &txn {
-            write.insert_transaction_id(sender.as_str(), txn.device_id, &txn.key(), event_id.as_str()).await?;
-        }
-        if let Some(target) = pdu.redacted_event() {
-            self.apply_redaction(&mut write, state, &pdu, target).await?;
-        }
-        write.set_head_stream(room_id.as_str(), stream).await?;
-        write.commit().await?;
+        .await;
+        let stream = match persisted {
+            Ok(stream) => stream,
+            Err(e) => {
+                if let Some(position) = reserved {
+                    let _ = self.storage.release_event_position(position).await;
+                }
+                return Err(e);
+            }
+        };
         stream_write.committed(stream);
 
         if let Some(state_key) = &draft.state_key {
@@ -315,7 +341,7 @@ impl Rooms {
         redaction: &Pdu,
         target: &ruma::EventId,
     ) -> Result<()> {
-        let Some(row) = self.storage.event(target.as_str()).await? else { return Ok(()) };
+        let Some(row) = write.event(target.as_str()).await? else { return Ok(()) };
         if row.room_id != redaction.room_id.as_str() || row.redacted_by.is_some() {
             return Ok(());
         }

@@ -38,6 +38,12 @@ pub struct ReceiptRow {
 }
 
 impl Storage {
+    /// `NOTIFY channel, payload` (PostgreSQL), for the other processes.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The newest position of a counter-based stream.
     pub async fn stream_position(&self, stream: &str) -> Result<i64> {
         let row = sqlx::query("SELECT position FROM stream_counters WHERE stream = $1")

@@ -40,6 +40,9 @@ fn event_row(r: AnyRow) -> EventRow {
 
 /// A new event to persist.
 pub struct NewEvent<'a> {
+    /// A position reserved with [`Storage::reserve_event_position`] (PostgreSQL), or `None` to let
+    /// the database assign the next one (SQLite, where writes are serialized anyway).
+    pub stream_ordering: Option<i64>,
     pub event_id: &'a str,
     pub room_id: &'a str,
     pub depth: i64,
@@ -270,6 +273,56 @@ macro_rules! bind_all {
 }
 
 impl Storage {
+    /// Reserves the next event position; `None` on SQLite, where the event's own transaction
+    /// assigns it (writes are serialized there). On PostgreSQL reservations are taken one at a
+    /// time under an advisory lock and committed at once, so they become visible in position order.
+    pub async fn reserve_event_position(&self, now: i64) -> Result<Option<i64>> {
+        let Some(reservations) = &self.reservations else { return Ok(None) };
+        let mut tx = reservations.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7300117)").execute(&mut *tx).await?;
+        let row = sqlx::query(
+            "INSERT INTO event_positions_in_flight (position, created_ts) \
+             VALUES (nextval(pg_get_serial_sequence('events', 'stream_ordering')), $1) RETURNING position",
+        )
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(row.get(0)))
+    }
+
+    /// Gives up a reservation whose event was not stored.
+    pub async fn release_event_position(&self, position: i64) -> Result<()> {
+        let pool = self.reservations.as_ref().unwrap_or(&self.pool);
+        sqlx::query("DELETE FROM event_positions_in_flight WHERE position = $1").bind(position).execute(pool).await?;
+        Ok(())
+    }
+
+    /// Whether event positions are reserved in the database (several processes may write).
+    pub fn shares_event_positions(&self) -> bool {
+        self.reservations.is_some()
+    }
+
+    /// The highest event position below which everything is committed, across all processes.
+    pub async fn visible_event_position(&self) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT (SELECT MIN(position) FROM event_positions_in_flight), (SELECT COALESCE(MAX(stream_ordering), 0) FROM events)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let (in_flight, max): (Option<i64>, i64) = (row.get(0), row.get(1));
+        Ok(in_flight.map_or(max, |lowest| max.min(lowest - 1)))
+    }
+
+    /// Drops reservations older than `cutoff`: their writer died between reserving and committing.
+    pub async fn drop_stale_event_positions(&self, cutoff: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM event_positions_in_flight WHERE created_ts < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// For each room, its newest events in `(after, upto]`, at most `per_room` of them, oldest
     /// first: one query for all the rooms of a sync.
     pub async fn recent_events_of_rooms(
@@ -333,10 +386,18 @@ impl Storage {
 
 impl RoomWrite {
     pub async fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64> {
+        if let Some(position) = e.stream_ordering {
+            sqlx::query("DELETE FROM event_positions_in_flight WHERE position = $1")
+                .bind(position)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         let row = sqlx::query(
-            "INSERT INTO events (event_id, room_id, depth, event_type, state_key, sender, origin_server_ts, state_snapshot, pdu) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING stream_ordering",
+            "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender, origin_server_ts, \
+             state_snapshot, pdu) VALUES (COALESCE($1, (SELECT COALESCE(MAX(stream_ordering), 0) + 1 FROM events)), \
+             $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING stream_ordering",
         )
+        .bind(e.stream_ordering)
         .bind(e.event_id)
         .bind(e.room_id)
         .bind(e.depth)
@@ -451,6 +512,12 @@ impl RoomWrite {
             .execute(&mut *self.tx)
             .await?;
         Ok(())
+    }
+
+    /// An event, read inside the write (the room's lock is held: no other connection may be used).
+    pub async fn event(&mut self, event_id: &str) -> Result<Option<EventRow>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
+        Ok(sqlx::query(&sql).bind(event_id).fetch_optional(&mut *self.tx).await?.map(event_row))
     }
 
     /// Replaces an event's PDU by its redacted form.

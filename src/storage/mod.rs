@@ -51,6 +51,10 @@ pub enum OpenError {
 #[derive(Clone)]
 pub struct Storage {
     pool: AnyPool,
+    /// PostgreSQL: a few connections for what a room writer does while holding its room's lock
+    /// (reserving event positions, reloading a stale cache), never from the main pool, whose
+    /// connections may all be waiting for that lock.
+    reservations: Option<AnyPool>,
     backend: Backend,
 }
 
@@ -84,6 +88,17 @@ impl Storage {
         };
 
         let options = AnyConnectOptions::from_str(&url).map_err(|e| connect_err(e.to_string()))?;
+        let reservations = match backend {
+            Backend::Postgres => Some(
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(|e| connect_err(e.to_string()))?,
+            ),
+            Backend::Sqlite => None,
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
@@ -104,7 +119,7 @@ impl Storage {
             .connect_with(options)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        Ok(Self { pool, backend })
+        Ok(Self { pool, reservations, backend })
     }
 
     /// Applies the migrations of this backend's dialect that have not run yet.
@@ -117,6 +132,17 @@ impl Storage {
             .run(&self.pool)
             .await
             .map_err(|e| OpenError::Migrate { url: self.backend_name().to_owned(), message: e.to_string() })
+    }
+
+    /// PostgreSQL: this storage reading through the side pool, for reads made while a room's lock
+    /// is held (reads never wait on row locks there, so these connections always come back).
+    /// `None` on SQLite, whose one process never finds its cache stale under the lock.
+    pub fn side_reader(&self) -> Option<Storage> {
+        self.reservations.as_ref().map(|side| Storage {
+            pool: side.clone(),
+            reservations: Some(side.clone()),
+            backend: self.backend,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -132,6 +158,42 @@ impl Storage {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(reservations) = &self.reservations {
+            reservations.close().await;
+        }
+    }
+}
+
+/// Holds the exclusive lock that makes one process the owner of a SQLite database file.
+pub struct SqliteOwner {
+    _file: std::fs::File,
+}
+
+/// SQLite is for one process: a second `axon serve` on the same file refuses to start (several
+/// processes need PostgreSQL). `None` for PostgreSQL and in-memory databases.
+pub fn own_sqlite_file(url: &str) -> Result<Option<SqliteOwner>, OpenError> {
+    let Some(path) = url.strip_prefix("sqlite:") else { return Ok(None) };
+    let path = path.trim_start_matches("//");
+    let file = path.split('?').next().unwrap_or(path);
+    if file == ":memory:" {
+        return Ok(None);
+    }
+    let lock_path = format!("{file}.lock");
+    let err = |message: String| OpenError::Connect { url: url.to_owned(), message };
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| err(format!("cannot open {lock_path}: {e}")))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(SqliteOwner { _file: lock })),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(err("another axon process is serving this SQLite database; SQLite allows one process \
+             (use PostgreSQL to run several)"
+                .into()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(err(format!("cannot lock {lock_path}: {e}"))),
     }
 }
 

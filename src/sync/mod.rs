@@ -2,6 +2,7 @@
 //! long-poll `/sync` and the WebSocket stream. A sync returns everything between the client's
 //! token and the current positions; when there is nothing, it waits for the notifier.
 
+pub mod bus;
 mod event_stream;
 pub mod filter;
 mod notifier;
@@ -53,8 +54,14 @@ impl SyncService {
     /// The current position of every stream.
     pub async fn current_token(&self) -> Result<StreamToken> {
         let storage = self.rooms.storage();
+        // With PostgreSQL several processes may write: the database knows what is in flight.
+        let events = if storage.shares_event_positions() {
+            storage.visible_event_position().await?
+        } else {
+            self.events.visible()
+        };
         Ok(StreamToken {
-            events: self.events.visible(),
+            events,
             account_data: storage.stream_position("account_data").await?,
             to_device: storage.stream_position("to_device").await?,
             receipts: storage.stream_position("receipts").await?,

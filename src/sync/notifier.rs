@@ -12,6 +12,8 @@ use tokio::sync::Notify;
 #[derive(Default)]
 pub struct Notifier {
     users: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Set when other processes share the database: every wake is also published to them.
+    publisher: Mutex<Option<tokio::sync::mpsc::UnboundedSender<super::bus::Message>>>,
 }
 
 impl Notifier {
@@ -21,13 +23,31 @@ impl Notifier {
         users.entry(user_id.to_owned()).or_default().clone()
     }
 
+    /// Wakes the users' syncs here and, when the database is shared, in every other process.
     pub fn wake<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>) {
+        let user_ids: Vec<&str> = user_ids.into_iter().collect();
+        self.wake_local(user_ids.iter().copied());
+        self.publish(super::bus::Message::Wake(user_ids.iter().map(|u| (*u).to_owned()).collect()));
+    }
+
+    /// Wakes the users' syncs in this process only.
+    pub fn wake_local<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>) {
         let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         for user_id in user_ids {
             if let Some(notify) = users.get(user_id) {
                 notify.notify_waiters();
             }
         }
+    }
+
+    pub fn publish(&self, message: super::bus::Message) {
+        if let Some(publisher) = self.publisher.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = publisher.send(message);
+        }
+    }
+
+    pub fn set_publisher(&self, publisher: tokio::sync::mpsc::UnboundedSender<super::bus::Message>) {
+        *self.publisher.lock().unwrap_or_else(|p| p.into_inner()) = Some(publisher);
     }
 
     /// Forgets users nobody is waiting for, so the map holds only active syncs.

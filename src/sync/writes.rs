@@ -136,6 +136,8 @@ impl SyncService {
         self.require_joined(room_id, user_id).await?;
         self.presence.active(user_id.as_str()).await?;
         if self.typing.set(room_id.as_str(), user_id.as_str(), timeout) {
+            let millis = timeout.map(|t| t.as_millis() as u64);
+            self.notifier.publish(super::bus::Message::Typing(room_id.to_string(), user_id.to_string(), millis));
             self.rooms.wake_members(room_id).await?;
         }
         Ok(())

@@ -14,7 +14,35 @@ crate::backend_tests!(
     login_and_register_rate_limits,
     tokens_and_passwords_at_rest,
     metrics_listener,
+    parser_panics_are_bad_json,
+    concurrent_room_creation,
 );
+
+/// Found by fuzzing: ruma's login parser panics on a body without `type`.
+async fn parser_panics_are_bad_json(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    for body in [json!({}), json!({"identifier": {"type": "m.id.user", "user": "x"}, "password": "y"})] {
+        assert_error(&s.post("/_matrix/client/v3/login", None, body).await, 400, "M_BAD_JSON");
+    }
+    assert_eq!(s.get("/_matrix/client/versions", None).await.0, StatusCode::OK);
+    s.stop().await;
+}
+
+/// Found by fuzzing: many rooms created at once must not starve the room writer of connections.
+async fn concurrent_room_creation(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let user = s.register_fast("creator").await;
+    let results = futures::future::join_all(
+        (0..24).map(|_| s.post("/_matrix/client/v3/createRoom", Some(&user.token), json!({}))),
+    )
+    .await;
+    for (status, body) in &results {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+    }
+    let (_, rooms) = s.get("/_matrix/client/v3/joined_rooms", Some(&user.token)).await;
+    assert_eq!(rooms["joined_rooms"].as_array().unwrap().len(), 24);
+    s.stop().await;
+}
 
 async fn not_json_and_bad_json(backend: Backend) {
     let s = TestServer::start(backend).await;

@@ -11,6 +11,7 @@ mod discovery;
 mod errors;
 mod history;
 mod presence;
+mod processes;
 mod profile;
 mod register;
 mod room_auth;

@@ -74,6 +74,11 @@ impl TestDatabase {
         }
     }
 
+    /// A handle on another handle's database that owns nothing (for a second server on it).
+    pub fn borrowed(url: &str) -> Self {
+        Self { url: url.to_owned(), admin_url: None, name: String::new(), _dir: None }
+    }
+
     pub async fn drop_database(&self) {
         if let Some(admin_url) = &self.admin_url {
             if let Ok(mut admin) = sqlx::PgConnection::connect(admin_url).await {

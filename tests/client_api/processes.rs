@@ -1,0 +1,163 @@
+//! Several processes: two servers on one PostgreSQL database behave as one; SQLite has one owner.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::{test_config, timeline, Backend, TestDatabase, TestServer, User};
+
+/// A second server on the same SQLite file refuses to start, with a message saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_has_one_owner() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let second = axon::server::start(test_config(&s.db.url)).await;
+    let message = second.err().expect("the second server refuses").to_string();
+    assert!(message.contains("another axon process"), "{message}");
+    s.stop().await;
+}
+
+/// Server B's clients receive, within a long-poll, every kind of change made through server A,
+/// and events written through both arrive exactly once in the room's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_postgres() {
+    let a = TestServer::start(Backend::Postgres).await;
+    let running_b = axon::server::start(test_config(&a.db.url)).await.expect("second server starts");
+    let b = TestServer {
+        backend: Backend::Postgres,
+        base: format!("http://{}", running_b.client_addr),
+        http: reqwest::Client::new(),
+        db: TestDatabase::borrowed(&a.db.url),
+        running: Some(running_b),
+    };
+    let alice = a.register_fast("alice").await; // uses server A
+    let bob = b.register_fast("bob").await; // uses server B
+    let room = a.create_room(&alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(b.join(&bob, &room).await.0, StatusCode::OK);
+    let mut token = b.sync(&bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+
+    // Each change goes through A while bob long-polls B; each must wake him well before the timeout.
+    async fn wait_on_b(b: &TestServer, bob: &User, token: &mut String, found: impl Fn(&Value) -> bool, what: &str) {
+        for _ in 0..10 {
+            let sync = tokio::time::timeout(Duration::from_secs(20), b.sync(bob, Some(token), 30_000, None))
+                .await
+                .expect(what);
+            *token = sync["next_batch"].as_str().unwrap().to_owned();
+            if found(&sync) {
+                return;
+            }
+        }
+        panic!("{what} never arrived through the other server");
+    }
+    let message = a.send_text(&alice, &room, "from A").await;
+    wait_on_b(
+        &b,
+        &bob,
+        &mut token,
+        |s| timeline(s, &room).iter().any(|e| e["event_id"] == message.as_str()),
+        "message",
+    )
+    .await;
+
+    a.put(
+        &format!("/_matrix/client/v3/rooms/{room}/typing/{}", alice.user_id),
+        Some(&alice.token),
+        json!({"typing": true, "timeout": 10000}),
+    )
+    .await;
+    let typing = |s: &Value| {
+        s["rooms"]["join"][&room]["ephemeral"]["events"].as_array().is_some_and(|e| {
+            e.iter().any(|e| e["type"] == "m.typing" && e["content"]["user_ids"] == json!([alice.user_id]))
+        })
+    };
+    wait_on_b(&b, &bob, &mut token, typing, "typing").await;
+
+    a.post(&format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{message}"), Some(&alice.token), json!({})).await;
+    let receipt = |s: &Value| s.to_string().contains("m.receipt") && s.to_string().contains(&alice.user_id);
+    wait_on_b(&b, &bob, &mut token, receipt, "receipt").await;
+
+    a.put(
+        &format!("/_matrix/client/v3/presence/{}/status", alice.user_id),
+        Some(&alice.token),
+        json!({"presence": "unavailable", "status_msg": "on A"}),
+    )
+    .await;
+    let presence = |s: &Value| {
+        s["presence"]["events"].as_array().is_some_and(|e| e.iter().any(|e| e["content"]["status_msg"] == "on A"))
+    };
+    wait_on_b(&b, &bob, &mut token, presence, "presence").await;
+
+    a.put(
+        "/_matrix/client/v3/sendToDevice/m.test/tx1",
+        Some(&alice.token),
+        json!({"messages": {bob.user_id.clone(): {bob.device_id.clone(): {"hello": "B"}}}}),
+    )
+    .await;
+    let to_device =
+        |s: &Value| s["to_device"]["events"].as_array().is_some_and(|e| e.iter().any(|e| e["content"]["hello"] == "B"));
+    wait_on_b(&b, &bob, &mut token, to_device, "to-device").await;
+
+    let bob_on_a = User { token: bob.token.clone(), ..bob.clone() };
+    a.put(
+        &format!("/_matrix/client/v3/user/{}/account_data/org.example.x", bob.user_id),
+        Some(&bob_on_a.token),
+        json!({"from": "A"}),
+    )
+    .await;
+    let account_data = |s: &Value| {
+        s["account_data"]["events"].as_array().is_some_and(|e| e.iter().any(|e| e["content"]["from"] == "A"))
+    };
+    wait_on_b(&b, &bob, &mut token, account_data, "account data").await;
+
+    // Writers on both servers at once: every event once, in the room's order, for a reader on B.
+    let writers_a = (0..4).map(|i| {
+        let (a, alice, room) = (&a, &alice, &room);
+        async move {
+            for n in 0..10 {
+                a.send_text(alice, room, &format!("a{i}-{n}")).await;
+            }
+        }
+    });
+    let writers_b = (0..4).map(|i| {
+        let (b, bob, room) = (&b, &bob, &room);
+        async move {
+            for n in 0..10 {
+                b.send_text(bob, room, &format!("b{i}-{n}")).await;
+            }
+        }
+    });
+    let reading = async {
+        let mut seen = Vec::new();
+        let filter = json!({"room": {"timeline": {"limit": 100}}});
+        let mut token = token.clone();
+        while seen.len() < 80 {
+            let sync = tokio::time::timeout(Duration::from_secs(20), b.sync(&bob, Some(&token), 10_000, Some(&filter)))
+                .await
+                .expect("sync");
+            token = sync["next_batch"].as_str().unwrap().to_owned();
+            for event in timeline(&sync, &room) {
+                if event["content"]["body"].as_str().is_some_and(|body| body.len() <= 5 && body.contains('-')) {
+                    seen.push(event["event_id"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+        seen
+    };
+    let (_, _, seen) =
+        tokio::join!(futures::future::join_all(writers_a), futures::future::join_all(writers_b), reading);
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), 80, "no duplicates, none lost");
+    let history: Vec<String> = a
+        .all_messages(&alice, &room, 100)
+        .await
+        .into_iter()
+        .filter(|e| e["content"]["body"].as_str().is_some_and(|body| body.len() <= 5 && body.contains('-')))
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen, history, "delivered in the room's order");
+
+    if let Some(running) = b.running {
+        running.shutdown().await;
+    }
+    a.stop().await;
+}
