@@ -17,7 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 backend_tests!(
     sigterm_finishes_requests_in_flight,
     create_user_and_reset_password,
-    sigkill_loses_no_acknowledged_event
+    sigkill_loses_no_acknowledged_event,
+    matrix_nio_end_to_end,
 );
 
 fn axon() -> Command {
@@ -319,4 +320,29 @@ async fn sigkill_loses_no_acknowledged_event(backend: Backend) {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert_eq!(wait_exit(&mut child), 0);
     db.drop_database().await;
+}
+
+/// matrix-nio, used as a real app would (tests/clients/nio_e2e.py), against the real binary: a DM, a
+/// 10-member group, one user on two devices, the online indicator, typing, read receipts and
+/// scroll-back.
+async fn matrix_nio_end_to_end(backend: Backend) {
+    let python = std::env::var("AXON_NIO_PYTHON").unwrap_or_else(|_| {
+        panic!("AXON_NIO_PYTHON is not set: run the suite with scripts/test, which installs matrix-nio")
+    });
+    let db = TestDatabase::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &db.url, "[presence]\noffline_after = 2\nidle_after = 4\n");
+    let (mut child, addr) = serve(&config);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/nio_e2e.py");
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(python).arg(script).arg(format!("http://{addr}")).output())
+            .await
+            .unwrap()
+            .expect("python runs");
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = wait_exit(&mut child);
+    db.drop_database().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "matrix-nio checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }

@@ -186,6 +186,10 @@ impl Rooms {
         }
         let state = guard.as_mut().ok_or_else(|| Error::NotFound("no such room".into()))?;
         let draft = build(state)?;
+        // Spec: "Size limits": the type and the state key are at most 255 bytes.
+        if draft.kind.is_empty() || draft.kind.len() > 255 || draft.state_key.as_ref().is_some_and(|k| k.len() > 255) {
+            return Err(Error::InvalidParam("event types and state keys are 1 to 255 bytes".into()));
+        }
 
         // Select the auth events from the current state (spec: "Auth events selection").
         let content_raw = to_raw_value(&draft.content).map_err(Error::internal)?;
