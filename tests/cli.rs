@@ -180,6 +180,23 @@ async fn create_user_and_reset_password(backend: Backend) {
     db.drop_database().await;
 }
 
+/// The example config's database lives in a folder that a fresh checkout does not have.
+#[test]
+fn sqlite_folder_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/not/yet/there/axon.db", dir.path().display());
+    let config = write_config(dir.path(), &url, "");
+    let (mut child, addr) = serve(&config);
+    let versions =
+        std::process::Command::new("curl").args(["-s", &format!("http://{addr}/_matrix/client/versions")]).output();
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert_eq!(wait_exit(&mut child), 0);
+    assert!(dir.path().join("not/yet/there/axon.db").exists());
+    if let Ok(out) = versions {
+        assert!(String::from_utf8_lossy(&out.stdout).contains("versions"));
+    }
+}
+
 #[test]
 fn bad_config_exits_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();

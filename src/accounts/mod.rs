@@ -57,6 +57,8 @@ impl Accounts {
                 None => username::user_id_for_registration(&credentials::random_id(12), &self.server_name)?,
             };
             if self.storage.insert_user(user_id.as_str(), password_hash.as_deref(), admin, now_ms()).await? {
+                let displayname = serde_json::to_string(user_id.localpart()).map_err(Error::internal)?;
+                self.storage.set_profile_field(user_id.as_str(), "displayname", &displayname).await?;
                 return Ok(user_id);
             }
             if localpart.is_some() {

@@ -11,6 +11,7 @@ mod membership;
 mod messages;
 mod presence;
 mod profile;
+mod push;
 mod register;
 mod rooms;
 mod session;
@@ -99,6 +100,9 @@ pub fn routes(router: Router<Services>) -> Router<Services> {
         .endpoint(ephemeral::send_receipt)
         .endpoint(ephemeral::set_read_markers)
         .endpoint(ephemeral::to_device)
+        // Push rules (reading the defaults)
+        .endpoint(push::all_rules)
+        .endpoint(push::global_rules)
         // Presence
         .endpoint(presence::put_status)
         .endpoint(presence::get_status)

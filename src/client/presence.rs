@@ -11,7 +11,6 @@ use crate::{
     error::{Error, Result},
     http::Ruma,
     services::Services,
-    storage::now_ms,
 };
 
 pub async fn put_status(s: Services, req: Ruma<set_presence::Request>) -> Result<set_presence::Response> {
@@ -45,9 +44,10 @@ pub async fn get_status(s: Services, req: Ruma<get_presence::Request>) -> Result
     let Some(row) = row else {
         return Ok(get_presence::Response::new(PresenceState::Offline));
     };
+    let content = presence.content(&row);
     let mut response = get_presence::Response::new(PresenceState::from(row.state.as_str()));
     response.status_msg = row.status_msg.clone();
-    response.currently_active = Some(row.state == crate::presence::ONLINE);
-    response.last_active_ago = Some(Duration::from_millis((now_ms() - row.last_active_ts).max(0) as u64));
+    response.currently_active = content["currently_active"].as_bool();
+    response.last_active_ago = content["last_active_ago"].as_u64().map(Duration::from_millis);
     Ok(response)
 }

@@ -118,6 +118,7 @@ pub async fn send_message(s: Services, req: Ruma<send::Request>) -> Result<send:
             Some(txn),
         )
         .await?;
+    s.sync.presence().active(session.user_id.as_str()).await?;
     Ok(send::Response::new(appended.event_id))
 }
 
@@ -127,6 +128,7 @@ pub async fn put_state_event(s: Services, req: Ruma<put_state::Request>) -> Resu
     let content = json_object(&body.body, "content")?;
     let draft = EventDraft::state(&body.event_type.to_string(), &body.state_key, JsonValue::Object(content));
     let appended = s.rooms.append(&body.room_id, &session.user_id, draft, None).await?;
+    s.sync.presence().active(session.user_id.as_str()).await?;
     Ok(put_state::Response::new(appended.event_id))
 }
 
@@ -180,5 +182,6 @@ pub async fn redact_event(s: Services, req: Ruma<redact::Request>) -> Result<red
             Ok(EventDraft::message("m.room.redaction", content))
         })
         .await?;
+    s.sync.presence().active(session.user_id.as_str()).await?;
     Ok(redact::Response::new(appended.event_id))
 }

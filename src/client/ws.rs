@@ -277,6 +277,7 @@ async fn call(s: &Services, session: &Session, frame: &ClientFrame) -> Result<Js
                 .rooms
                 .append(room_id, user, EventDraft::message(kind, JsonValue::Object(content.clone())), Some(txn))
                 .await?;
+            s.sync.presence().active(user.as_str()).await?;
             Ok(json!({"event_id": appended.event_id}))
         }
         "state" => {
@@ -289,6 +290,7 @@ async fn call(s: &Services, session: &Session, frame: &ClientFrame) -> Result<Js
                 JsonValue::Object(content.clone()),
             );
             let appended = s.rooms.append(room_id, user, draft, None).await?;
+            s.sync.presence().active(user.as_str()).await?;
             Ok(json!({"event_id": appended.event_id}))
         }
         "typing" => {

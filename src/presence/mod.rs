@@ -223,9 +223,18 @@ impl Presence {
         Ok(())
     }
 
-    /// The presence event content of a stored row.
+    /// When the user last did something, as known to this process.
+    fn last_active_ms(&self, user_id: &str) -> Option<i64> {
+        let inner = self.lock();
+        let elapsed = inner.users.get(user_id)?.last_active?.elapsed();
+        Some(now_ms() - elapsed.as_millis() as i64)
+    }
+
+    /// The presence event content of a stored row; `last_active_ago` counts from the user's last
+    /// action (spec: "Presence").
     pub fn content(&self, row: &PresenceRow) -> serde_json::Value {
-        let ago = (now_ms() - row.last_active_ts).max(0);
+        let last_active = self.last_active_ms(&row.user_id).unwrap_or(row.last_active_ts);
+        let ago = (now_ms() - last_active).max(0);
         let mut content = serde_json::json!({
             "presence": row.state,
             "last_active_ago": ago,

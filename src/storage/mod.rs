@@ -180,6 +180,10 @@ pub fn own_sqlite_file(url: &str) -> Result<Option<SqliteOwner>, OpenError> {
     }
     let lock_path = format!("{file}.lock");
     let err = |message: String| OpenError::Connect { url: url.to_owned(), message };
+    // The database's folder is created when missing, as for the database itself.
+    if let Some(parent) = Path::new(file).parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| err(format!("cannot create {}: {e}", parent.display())))?;
+    }
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

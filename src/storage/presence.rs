@@ -72,6 +72,29 @@ impl Storage {
             .collect())
     }
 
+    /// The current presence of the given users.
+    pub async fn presence_of_users(&self, user_ids: &[&str]) -> Result<Vec<PresenceRow>> {
+        let mut found = Vec::new();
+        for chunk in user_ids.chunks(500) {
+            let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT user_id, state, status_msg, last_active_ts FROM presence WHERE user_id IN ({})",
+                list.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            found.extend(query.fetch_all(&self.pool).await?.into_iter().map(|r| PresenceRow {
+                user_id: r.get(0),
+                state: r.get(1),
+                status_msg: r.get(2),
+                last_active_ts: r.get(3),
+            }));
+        }
+        Ok(found)
+    }
+
     /// Everyone who shares a joined room with the user (the user included).
     pub async fn users_sharing_rooms(&self, user_id: &str) -> Result<Vec<String>> {
         let rows = sqlx::query(

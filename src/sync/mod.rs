@@ -146,7 +146,7 @@ impl SyncService {
             .map(|r| json!({"type": r.event_type, "sender": r.sender, "content": serde_json::from_str::<JsonValue>(&r.content).unwrap_or(JsonValue::Null)}))
             .collect();
 
-        let presence: Vec<JsonValue> = if self.presence.enabled() {
+        let presence_changes: Vec<JsonValue> = if self.presence.enabled() {
             storage
                 .presence_changes_for(user_id, since.map_or(0, |s| s.presence), now.presence)
                 .await?
@@ -158,6 +158,34 @@ impl SyncService {
         };
 
         let rooms = self.rooms_section(request, &now, &mut extras).await?;
+        // Users who newly share a room with the viewer (their join, or the viewer's) come with
+        // their current presence, changed or not.
+        let mut presence = presence_changes;
+        if self.presence.enabled() && since.is_some() {
+            let mut newcomers: Vec<&str> = Vec::new();
+            for room in rooms.join.values() {
+                for event in room["timeline"]["events"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .chain(room["state"]["events"].as_array().into_iter().flatten())
+                {
+                    if event["type"] == "m.room.member" && event["content"]["membership"] == "join" {
+                        if let Some(user) = event["state_key"].as_str().filter(|u| *u != user_id) {
+                            newcomers.push(user);
+                        }
+                    }
+                }
+            }
+            newcomers.sort_unstable();
+            newcomers.dedup();
+            let known: Vec<String> = presence.iter().filter_map(|e| e["sender"].as_str().map(str::to_owned)).collect();
+            newcomers.retain(|u| !known.iter().any(|k| k == u));
+            for row in storage.presence_of_users(&newcomers).await? {
+                presence
+                    .push(json!({"type": "m.presence", "sender": row.user_id, "content": self.presence.content(&row)}));
+            }
+        }
         let has_news = !(rooms.join.is_empty()
             && rooms.invite.is_empty()
             && rooms.leave.is_empty()

@@ -191,8 +191,13 @@ impl SyncService {
                     state
                         .iter()
                         .filter(|e| {
+                            let inviter = state
+                                .iter()
+                                .find(|m| m.event_type == "m.room.member" && m.state_key.as_deref() == Some(user_id))
+                                .map(|m| m.sender.as_str());
                             STRIPPED_STATE.contains(&e.event_type.as_str())
-                                || (e.event_type == "m.room.member" && e.state_key.as_deref() == Some(user_id))
+                                || (e.event_type == "m.room.member"
+                                    && (e.state_key.as_deref() == Some(user_id) || e.state_key.as_deref() == inviter))
                         })
                         .map(|e| {
                             let event = format::client_event(e, None);

@@ -11,7 +11,8 @@ crate::backend_tests!(
     account_data_and_tags,
     to_device_until_acknowledged,
     typing_start_stop_expire,
-    receipts_and_read_markers
+    receipts_and_read_markers,
+    default_push_rules,
 );
 
 fn next(sync: &Value) -> String {
@@ -201,5 +202,30 @@ async fn receipts_and_read_markers(backend: Backend) {
         404,
         "M_NOT_FOUND",
     );
+    s.stop().await;
+}
+
+/// matrix-js-sdk (and so Element) reads the push rules before its first sync.
+async fn default_push_rules(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    // `/pushrules/` wraps the ruleset in `global`; `/pushrules/global/` is the ruleset itself.
+    for (path, wrapped) in [("/_matrix/client/v3/pushrules/", true), ("/_matrix/client/v3/pushrules/global/", false)] {
+        let (status, body) = s.get(path, Some(&alice.token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let ruleset = if wrapped { body["global"].clone() } else { body.clone() };
+        let ids = |kind: &str| {
+            ruleset[kind]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["rule_id"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids("override").first().map(String::as_str), Some(".m.rule.master"));
+        assert!(ids("override").contains(&".m.rule.is_user_mention".to_owned()));
+        assert!(ids("underride").contains(&".m.rule.message".to_owned()));
+    }
+    assert_error(&s.get("/_matrix/client/v3/pushrules/", None).await, 401, "M_MISSING_TOKEN");
     s.stop().await;
 }

@@ -5,7 +5,12 @@ use serde_json::{json, Value};
 
 use crate::common::{assert_error, Backend, TestServer, User};
 
-crate::backend_tests!(online_offline_unavailable, status_and_audience, presence_disabled);
+crate::backend_tests!(
+    online_offline_unavailable,
+    status_and_audience,
+    presence_disabled,
+    sending_is_activity_and_newcomers_presence
+);
 
 fn presence_of(sync: &Value, user: &User) -> Option<Value> {
     sync["presence"]["events"]
@@ -63,6 +68,8 @@ async fn online_offline_unavailable(backend: Backend) {
     };
     let (_, (unavailable, token)) = tokio::join!(keep_syncing, watch);
     assert_eq!(unavailable["currently_active"], false);
+    // last_active_ago counts from her last action (the message), not from the state change.
+    assert!(unavailable["last_active_ago"].as_i64().unwrap() >= 1500, "{unavailable}");
 
     // Activity brings her back.
     s.put(
@@ -129,5 +136,40 @@ async fn presence_disabled(backend: Backend) {
     );
     assert_eq!(s.sync(&bob, None, 0, None).await["presence"]["events"], json!([]));
     assert_eq!(s.get(&status, Some(&bob.token)).await.1["presence"], "offline");
+    s.stop().await;
+}
+
+async fn sending_is_activity_and_newcomers_presence(backend: Backend) {
+    let s = TestServer::start_with(backend, |c| {
+        c.presence.offline_after = 5.0;
+        c.presence.idle_after = 1.0;
+    })
+    .await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    let token = s.sync(&bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    s.sync(&alice, None, 0, None).await;
+    let (_, mut token) = wait_for_presence(&s, &bob, &token, &alice, "online").await;
+    // Alice keeps sending for three idle periods: she stays online.
+    for n in 0..6 {
+        s.send_text(&alice, &room, &format!("still here {n}")).await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let sync = s.sync(&bob, Some(&token), 0, None).await;
+        token = sync["next_batch"].as_str().unwrap().to_owned();
+        assert!(presence_of(&sync, &alice).is_none_or(|p| p["presence"] == "online"), "{sync}");
+    }
+    let status = s.get(&format!("/_matrix/client/v3/presence/{}/status", alice.user_id), Some(&bob.token)).await.1;
+    assert_eq!(status["presence"], "online");
+
+    // Carol, online, joins a room with bob: bob gets her presence at once, though it did not change.
+    let carol = s.register_fast("carol").await;
+    s.sync(&carol, None, 0, None).await;
+    let bob_token = s.sync(&bob, Some(&token), 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    let shared = s.create_room(&carol, json!({"invite": [bob.user_id]})).await;
+    assert_eq!(s.join(&bob, &shared).await.0, StatusCode::OK);
+    let (carol_presence, _) = wait_for_presence(&s, &bob, &bob_token, &carol, "online").await;
+    assert!(carol_presence["last_active_ago"].is_i64());
     s.stop().await;
 }

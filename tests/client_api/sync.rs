@@ -250,12 +250,14 @@ async fn invites_and_leaves(backend: Backend) {
     let invited = s.sync(&bob, Some(&token), 5_000, None).await;
     let stripped = invited["rooms"]["invite"][&room]["invite_state"]["events"].as_array().unwrap().clone();
     assert!(stripped.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Secret plans"));
-    let own = stripped.iter().find(|e| e["type"] == "m.room.member").unwrap();
+    let own = stripped.iter().find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str()).unwrap();
     assert_eq!(
         (own["content"]["membership"].as_str(), own["content"]["is_direct"].as_bool()),
         (Some("invite"), Some(true))
     );
     assert!(stripped.iter().all(|e| e.get("event_id").is_none()), "stripped state has no event IDs");
+    let inviter = stripped.iter().find(|e| e["type"] == "m.room.member" && e["state_key"] == alice.user_id.as_str());
+    assert_eq!(inviter.expect("the inviter's member event")["content"]["displayname"], "alice");
 
     let token = invited["next_batch"].as_str().unwrap().to_owned();
     assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
