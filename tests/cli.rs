@@ -19,6 +19,7 @@ backend_tests!(
     create_user_and_reset_password,
     sigkill_loses_no_acknowledged_event,
     matrix_nio_end_to_end,
+    matrix_js_sdk_end_to_end,
 );
 
 fn axon() -> Command {
@@ -361,5 +362,32 @@ async fn matrix_nio_end_to_end(backend: Backend) {
     db.drop_database().await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "matrix-nio checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
+
+/// matrix-js-sdk (what Element is built on), used as an app would (tests/clients/js/e2e.mjs): a DM,
+/// a 10-member group, one user on two devices, the online indicator, typing, read receipts,
+/// scroll-back.
+async fn matrix_js_sdk_end_to_end(backend: Backend) {
+    let dir_js = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/js");
+    assert!(
+        Path::new(dir_js).join("node_modules/matrix-js-sdk").exists(),
+        "matrix-js-sdk is not installed: run the suite with scripts/test, which installs it"
+    );
+    let db = TestDatabase::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &db.url, "[presence]\noffline_after = 2\nidle_after = 4\n");
+    let (mut child, addr) = serve(&config);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node").arg("e2e.mjs").current_dir(dir_js).env("AXON_URL", format!("http://{addr}")).output()
+    })
+    .await
+    .unwrap()
+    .expect("node runs");
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = wait_exit(&mut child);
+    db.drop_database().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "matrix-js-sdk checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
