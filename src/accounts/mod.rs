@@ -23,6 +23,17 @@ pub struct Session {
     pub(crate) last_seen_ts: Option<i64>,
 }
 
+impl Session {
+    /// Refuses acting on another user's data (`what` names the data for the error text).
+    pub fn require_user(&self, user_id: &UserId, what: &str) -> Result<()> {
+        if self.user_id == user_id {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!("you may only access your own {what}")))
+        }
+    }
+}
+
 /// Passwords are hashed at most this long (argon2 cost grows with input; nobody types more).
 const MAX_PASSWORD_BYTES: usize = 512;
 /// Devices' `last_seen_*` is written at most this often per device, to keep writes off every request.

@@ -1,32 +1,20 @@
 //! Account data (spec: "Client Config") and room tags (spec: "Room Tagging").
 
-use ruma::{
-    api::client::{
-        config::{
-            get_global_account_data::v3 as get_global, get_room_account_data::v3 as get_room,
-            set_global_account_data::v3 as set_global, set_room_account_data::v3 as set_room,
-        },
-        tag::{create_tag::v3 as create_tag, delete_tag::v3 as delete_tag, get_tags::v3 as get_tags},
+use ruma::api::client::{
+    config::{
+        get_global_account_data::v3 as get_global, get_room_account_data::v3 as get_room,
+        set_global_account_data::v3 as set_global, set_room_account_data::v3 as set_room,
     },
-    UserId,
+    tag::{create_tag::v3 as create_tag, delete_tag::v3 as delete_tag, get_tags::v3 as get_tags},
 };
 use serde_json::Value as JsonValue;
 
 use super::rooms::raw;
 use crate::{
-    accounts::Session,
     error::{Error, Result},
     http::Ruma,
     services::Services,
 };
-
-fn only_own(session: &Session, user_id: &UserId) -> Result<()> {
-    if session.user_id == user_id {
-        Ok(())
-    } else {
-        Err(Error::Forbidden("you may only access your own account data".into()))
-    }
-}
 
 fn json<T>(raw: &ruma::serde::Raw<T>) -> Result<JsonValue> {
     serde_json::from_str(raw.json().get()).map_err(|e| Error::BadJson(e.to_string()))
@@ -34,14 +22,14 @@ fn json<T>(raw: &ruma::serde::Raw<T>) -> Result<JsonValue> {
 
 pub async fn put_global(s: Services, req: Ruma<set_global::Request>) -> Result<set_global::Response> {
     let session = req.require_session()?;
-    only_own(session, &req.body.user_id)?;
+    session.require_user(&req.body.user_id, "account data")?;
     s.sync.set_account_data(&session.user_id, None, &req.body.event_type.to_string(), &json(&req.body.data)?).await?;
     Ok(set_global::Response::new())
 }
 
 pub async fn get_global_data(s: Services, req: Ruma<get_global::Request>) -> Result<get_global::Response> {
     let session = req.require_session()?;
-    only_own(session, &req.body.user_id)?;
+    session.require_user(&req.body.user_id, "account data")?;
     let data = s.sync.account_data(&session.user_id, None, &req.body.event_type.to_string()).await?;
     let data = data.ok_or_else(|| Error::NotFound("no account data of this type".into()))?;
     Ok(get_global::Response::new(raw(&data)?))
@@ -50,7 +38,7 @@ pub async fn get_global_data(s: Services, req: Ruma<get_global::Request>) -> Res
 pub async fn put_room(s: Services, req: Ruma<set_room::Request>) -> Result<set_room::Response> {
     let session = req.require_session()?;
     let b = &req.body;
-    only_own(session, &b.user_id)?;
+    session.require_user(&b.user_id, "account data")?;
     s.sync.set_account_data(&session.user_id, Some(&b.room_id), &b.event_type.to_string(), &json(&b.data)?).await?;
     Ok(set_room::Response::new())
 }
@@ -58,7 +46,7 @@ pub async fn put_room(s: Services, req: Ruma<set_room::Request>) -> Result<set_r
 pub async fn get_room_data(s: Services, req: Ruma<get_room::Request>) -> Result<get_room::Response> {
     let session = req.require_session()?;
     let b = &req.body;
-    only_own(session, &b.user_id)?;
+    session.require_user(&b.user_id, "account data")?;
     let data = s.sync.account_data(&session.user_id, Some(&b.room_id), &b.event_type.to_string()).await?;
     let data = data.ok_or_else(|| Error::NotFound("no account data of this type".into()))?;
     Ok(get_room::Response::new(raw(&data)?))
@@ -66,7 +54,7 @@ pub async fn get_room_data(s: Services, req: Ruma<get_room::Request>) -> Result<
 
 pub async fn list_tags(s: Services, req: Ruma<get_tags::Request>) -> Result<get_tags::Response> {
     let session = req.require_session()?;
-    only_own(session, &req.body.user_id)?;
+    session.require_user(&req.body.user_id, "account data")?;
     let data = s.sync.account_data(&session.user_id, Some(&req.body.room_id), "m.tag").await?;
     let tags = data.map(|d| d["tags"].clone()).filter(JsonValue::is_object).unwrap_or_else(|| serde_json::json!({}));
     Ok(get_tags::Response::new(serde_json::from_value(tags).map_err(Error::internal)?))
@@ -75,7 +63,7 @@ pub async fn list_tags(s: Services, req: Ruma<get_tags::Request>) -> Result<get_
 pub async fn put_tag(s: Services, req: Ruma<create_tag::Request>) -> Result<create_tag::Response> {
     let session = req.require_session()?;
     let b = &req.body;
-    only_own(session, &b.user_id)?;
+    session.require_user(&b.user_id, "account data")?;
     let info = serde_json::to_value(&b.tag_info).map_err(Error::internal)?;
     s.sync.set_tag(&session.user_id, &b.room_id, &b.tag, Some(info)).await?;
     Ok(create_tag::Response::new())
@@ -84,7 +72,7 @@ pub async fn put_tag(s: Services, req: Ruma<create_tag::Request>) -> Result<crea
 pub async fn remove_tag(s: Services, req: Ruma<delete_tag::Request>) -> Result<delete_tag::Response> {
     let session = req.require_session()?;
     let b = &req.body;
-    only_own(session, &b.user_id)?;
+    session.require_user(&b.user_id, "account data")?;
     s.sync.set_tag(&session.user_id, &b.room_id, &b.tag, None).await?;
     Ok(delete_tag::Response::new())
 }

@@ -18,9 +18,7 @@ use crate::{
 pub async fn set_typing(s: Services, req: Ruma<typing::Request>) -> Result<typing::Response> {
     let session = req.require_session()?;
     let b = &req.body;
-    if b.user_id != session.user_id {
-        return Err(Error::Forbidden("you may only set your own typing state".into()));
-    }
+    session.require_user(&b.user_id, "typing state")?;
     let timeout = match &b.state {
         Typing::Yes(info) => Some(info.timeout),
         _ => None,

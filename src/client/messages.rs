@@ -3,8 +3,8 @@
 
 use ruma::api::{
     client::{
-        context::get_context::v3 as context, filter::RoomEventFilter as RumaFilter,
-        message::get_message_events::v3 as messages, room::get_room_event::v3 as get_event,
+        context::get_context::v3 as context, message::get_message_events::v3 as messages,
+        room::get_room_event::v3 as get_event,
     },
     Direction as RumaDirection,
 };
@@ -13,19 +13,10 @@ use super::rooms::raw;
 use crate::{
     error::Result,
     http::Ruma,
-    rooms::{format, pagination_token, parse_pagination_token, Direction, Pagination, RoomEventFilter},
+    rooms::{format, pagination_token, parse_pagination_token, Direction, Pagination},
     services::Services,
+    sync::filter::room_event_filter,
 };
-
-fn filter(f: &RumaFilter) -> RoomEventFilter {
-    RoomEventFilter {
-        types: f.types.clone(),
-        not_types: f.not_types.clone(),
-        senders: f.senders.as_ref().map(|s| s.iter().map(|u| u.to_string()).collect()),
-        not_senders: f.not_senders.iter().map(|u| u.to_string()).collect(),
-        lazy_load_members: !f.lazy_load_options.is_disabled(),
-    }
-}
 
 pub async fn get_messages(s: Services, req: Ruma<messages::Request>) -> Result<messages::Response> {
     let session = req.require_session()?;
@@ -39,7 +30,12 @@ pub async fn get_messages(s: Services, req: Ruma<messages::Request>) -> Result<m
     let limit = b.filter.limit.map(u64::from).unwrap_or(u64::from(b.limit)) as usize;
     let page = s
         .rooms
-        .messages(&b.room_id, &session.user_id, Pagination { from, to, direction, limit }, &filter(&b.filter))
+        .messages(
+            &b.room_id,
+            &session.user_id,
+            Pagination { from, to, direction, limit },
+            &room_event_filter(&b.filter),
+        )
         .await?;
     let storage = s.rooms.storage();
     let mut response = messages::Response::new();
@@ -60,7 +56,13 @@ pub async fn get_context(s: Services, req: Ruma<context::Request>) -> Result<con
     let b = &req.body;
     let (event, before, after, state) = s
         .rooms
-        .context(&b.room_id, &session.user_id, &b.event_id, u64::from(b.limit).min(100) as usize, &filter(&b.filter))
+        .context(
+            &b.room_id,
+            &session.user_id,
+            &b.event_id,
+            u64::from(b.limit).min(100) as usize,
+            &room_event_filter(&b.filter),
+        )
         .await?;
     let storage = s.rooms.storage();
     let mut response = context::Response::new();

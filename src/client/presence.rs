@@ -16,9 +16,7 @@ use crate::{
 pub async fn put_status(s: Services, req: Ruma<set_presence::Request>) -> Result<set_presence::Response> {
     let session = req.require_session()?;
     let b = &req.body;
-    if b.user_id != session.user_id {
-        return Err(Error::Forbidden("you may only set your own presence".into()));
-    }
+    session.require_user(&b.user_id, "presence")?;
     let state = match b.presence {
         PresenceState::Online => "online",
         PresenceState::Unavailable => "unavailable",

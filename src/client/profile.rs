@@ -1,28 +1,16 @@
 //! Profiles (spec: "Profiles"): the whole profile and single fields, including `displayname` and
 //! `avatar_url`.
 
-use ruma::{
-    api::client::profile::{
-        delete_profile_field::v3 as delete_field, get_profile::v3 as get_profile, get_profile_field::v3 as get_field,
-        set_profile_field::v3 as set_field, ProfileFieldValue,
-    },
-    UserId,
+use ruma::api::client::profile::{
+    delete_profile_field::v3 as delete_field, get_profile::v3 as get_profile, get_profile_field::v3 as get_field,
+    set_profile_field::v3 as set_field, ProfileFieldValue,
 };
 
 use crate::{
-    accounts::Session,
     error::{Error, Result},
     http::Ruma,
     services::Services,
 };
-
-fn only_own(session: &Session, user_id: &UserId) -> Result<()> {
-    if session.user_id == user_id {
-        Ok(())
-    } else {
-        Err(Error::Forbidden("you may only change your own profile".into()))
-    }
-}
 
 pub async fn get_profile(s: Services, req: Ruma<get_profile::Request>) -> Result<get_profile::Response> {
     let profile = s.accounts.profile(&req.body.user_id).await?;
@@ -44,7 +32,7 @@ pub async fn get_field(s: Services, req: Ruma<get_field::Request>) -> Result<get
 
 pub async fn set_field(s: Services, req: Ruma<set_field::Request>) -> Result<set_field::Response> {
     let session = req.require_session()?;
-    only_own(session, &req.body.user_id)?;
+    session.require_user(&req.body.user_id, "profile")?;
     let value = &req.body.value;
     s.accounts.set_profile_field(&session.user_id, value.field_name().as_str(), &value.value()).await?;
     Ok(set_field::Response::new())
@@ -52,7 +40,7 @@ pub async fn set_field(s: Services, req: Ruma<set_field::Request>) -> Result<set
 
 pub async fn delete_field(s: Services, req: Ruma<delete_field::Request>) -> Result<delete_field::Response> {
     let session = req.require_session()?;
-    only_own(session, &req.body.user_id)?;
+    session.require_user(&req.body.user_id, "profile")?;
     s.accounts.delete_profile_field(&session.user_id, req.body.field.as_str()).await?;
     Ok(delete_field::Response::new())
 }

@@ -49,9 +49,7 @@ async fn stored_filter(s: &Services, user_id: &str, id: &str) -> Result<FilterDe
 
 pub async fn create(s: Services, req: Ruma<create_filter::Request>) -> Result<create_filter::Response> {
     let session = req.require_session()?;
-    if req.body.user_id != session.user_id {
-        return Err(Error::Forbidden("you may only create filters for yourself".into()));
-    }
+    session.require_user(&req.body.user_id, "filters")?;
     let text = serde_json::to_string(&req.body.filter).map_err(Error::internal)?;
     let id = s.storage.insert_filter(session.user_id.as_str(), &text).await?;
     Ok(create_filter::Response::new(id.to_string()))
@@ -59,8 +57,6 @@ pub async fn create(s: Services, req: Ruma<create_filter::Request>) -> Result<cr
 
 pub async fn get(s: Services, req: Ruma<get_filter::Request>) -> Result<get_filter::Response> {
     let session = req.require_session()?;
-    if req.body.user_id != session.user_id {
-        return Err(Error::Forbidden("you may only read your own filters".into()));
-    }
+    session.require_user(&req.body.user_id, "filters")?;
     Ok(get_filter::Response::new(stored_filter(&s, session.user_id.as_str(), &req.body.filter_id).await?))
 }

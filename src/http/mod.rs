@@ -15,7 +15,7 @@ use axum::{
     http::{header, Method, StatusCode},
     middleware,
     response::{IntoResponse, Response},
-    routing::{on, MethodFilter},
+    routing::{on, MethodFilter, MethodRouter},
     Extension, Router,
 };
 use tower_http::cors::{Any, CorsLayer};
@@ -49,47 +49,56 @@ pub trait JsonEndpointRouter {
 }
 
 impl JsonEndpointRouter for Router<Services> {
-    fn json_endpoint<T, H, Fut>(mut self, handler: H) -> Self
+    fn json_endpoint<T, H, Fut>(self, handler: H) -> Self
     where
         T: IncomingRequest + Send + 'static,
         T::Authentication: TokenPolicy,
         H: Fn(Services, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<serde_json::Value, Error>> + Send + 'static,
     {
-        let filter = MethodFilter::try_from(T::METHOD).expect("endpoint method is a standard HTTP method");
-        let method_router = on(filter, move |State(services): State<Services>, request: Ruma<T>| async move {
-            handler(services, request).await.map(axum::Json)
-        });
-        for path in T::PATH_BUILDER.all_paths() {
-            self = self.route(path, method_router.clone());
-        }
-        self
+        let method_router =
+            on(method_filter::<T>(), move |State(services): State<Services>, request: Ruma<T>| async move {
+                handler(services, request).await.map(axum::Json)
+            });
+        route_all_paths::<T>(self, method_router)
     }
 }
 
+fn method_filter<T: IncomingRequest>() -> MethodFilter {
+    // Ruma's endpoint methods are all standard ones; this runs once, at start.
+    MethodFilter::try_from(T::METHOD).expect("endpoint method is a standard HTTP method")
+}
+
+/// Routes every path the spec has given endpoint `T` to `method_router`.
+fn route_all_paths<T: IncomingRequest>(
+    mut router: Router<Services>,
+    method_router: MethodRouter<Services>,
+) -> Router<Services> {
+    for path in T::PATH_BUILDER.all_paths() {
+        router = router.route(path, method_router.clone());
+        // An empty state key leaves the path with a trailing slash, or (as many clients send
+        // it) without the last segment at all: both mean state key "".
+        if let Some(prefix) = path.strip_suffix("/{state_key}") {
+            let empty_key = method_router.clone().layer(Extension(EmptyLastPathArg));
+            router = router.route(prefix, empty_key.clone()).route(&format!("{prefix}/"), empty_key);
+        }
+    }
+    router
+}
+
 impl EndpointRouter for Router<Services> {
-    fn endpoint<T, H, Fut>(mut self, handler: H) -> Self
+    fn endpoint<T, H, Fut>(self, handler: H) -> Self
     where
         T: IncomingRequest + Send + 'static,
         T::Authentication: TokenPolicy,
         H: Fn(Services, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<T::OutgoingResponse, Error>> + Send + 'static,
     {
-        // Ruma's endpoint methods are all standard ones; this runs once, at start.
-        let filter = MethodFilter::try_from(T::METHOD).expect("endpoint method is a standard HTTP method");
-        let method_router = on(filter, move |State(services): State<Services>, request: Ruma<T>| async move {
-            handler(services, request).await.map(RumaResponse)
-        });
-        for path in T::PATH_BUILDER.all_paths() {
-            self = self.route(path, method_router.clone());
-            // An empty state key leaves the path with a trailing slash, or (as many clients send
-            // it) without the last segment at all: both mean state key "".
-            if let Some(prefix) = path.strip_suffix("/{state_key}") {
-                let empty_key = method_router.clone().layer(Extension(EmptyLastPathArg));
-                self = self.route(prefix, empty_key.clone()).route(&format!("{prefix}/"), empty_key);
-            }
-        }
-        self
+        let method_router =
+            on(method_filter::<T>(), move |State(services): State<Services>, request: Ruma<T>| async move {
+                handler(services, request).await.map(RumaResponse)
+            });
+        route_all_paths::<T>(self, method_router)
     }
 }
 

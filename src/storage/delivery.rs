@@ -7,7 +7,7 @@ use super::Storage;
 use crate::error::Result;
 
 /// Takes the next position of a stream inside `tx`; the counter row stays locked until commit.
-async fn next_position(tx: &mut Transaction<'static, Any>, stream: &str) -> Result<i64> {
+pub(super) async fn next_position(tx: &mut Transaction<'static, Any>, stream: &str) -> Result<i64> {
     let row = sqlx::query("UPDATE stream_counters SET position = position + 1 WHERE stream = $1 RETURNING position")
         .bind(stream)
         .fetch_one(&mut **tx)

@@ -1,6 +1,6 @@
 //! `presence`: each user's presence state and its position in the presence stream.
 
-use sqlx::Row;
+use sqlx::{any::AnyRow, Row};
 
 use super::Storage;
 use crate::error::Result;
@@ -11,6 +11,10 @@ pub struct PresenceRow {
     pub state: String,
     pub status_msg: Option<String>,
     pub last_active_ts: i64,
+}
+
+fn presence_row(r: &AnyRow) -> PresenceRow {
+    PresenceRow { user_id: r.get(0), state: r.get(1), status_msg: r.get(2), last_active_ts: r.get(3) }
 }
 
 impl Storage {
@@ -44,12 +48,7 @@ impl Storage {
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| PresenceRow {
-            user_id: r.get(0),
-            state: r.get(1),
-            status_msg: r.get(2),
-            last_active_ts: r.get(3),
-        }))
+        Ok(row.map(|r| presence_row(&r)))
     }
 
     /// Presence changes in `(after, upto]` of the user and of everyone who shares a room with them.
@@ -66,10 +65,7 @@ impl Storage {
         .bind(upto)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| PresenceRow { user_id: r.get(0), state: r.get(1), status_msg: r.get(2), last_active_ts: r.get(3) })
-            .collect())
+        Ok(rows.into_iter().map(|r| presence_row(&r)).collect())
     }
 
     /// The current presence of the given users.
@@ -85,12 +81,7 @@ impl Storage {
             for id in chunk {
                 query = query.bind(*id);
             }
-            found.extend(query.fetch_all(&self.pool).await?.into_iter().map(|r| PresenceRow {
-                user_id: r.get(0),
-                state: r.get(1),
-                status_msg: r.get(2),
-                last_active_ts: r.get(3),
-            }));
+            found.extend(query.fetch_all(&self.pool).await?.into_iter().map(|r| presence_row(&r)));
         }
         Ok(found)
     }

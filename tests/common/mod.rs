@@ -43,7 +43,11 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn create(backend: Backend) -> Self {
-        let name = format!("axon_t_{}", random_suffix());
+        // The creation time in the name lets scripts/test sweep only abandoned databases, never
+        // those of a suite still running beside it.
+        let created =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let name = format!("axon_t_{created}_{}", random_suffix());
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temporary directory");
