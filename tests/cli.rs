@@ -181,6 +181,72 @@ async fn create_user_and_reset_password(backend: Backend) {
     db.drop_database().await;
 }
 
+/// Two real `axon serve` processes on one PostgreSQL database: a message sent through one reaches a
+/// long-poll held by the other, which a second SQLite process could not even start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_on_postgres() {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &db.url, "");
+    let (mut first, addr_a) = serve(&config);
+    let (mut second, addr_b) = serve(&config);
+    let http = reqwest::Client::new();
+    let call =
+        |addr: &str, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<serde_json::Value>| {
+            let mut request = http.request(method, format!("http://{addr}/_matrix/client/v3{path}"));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+        };
+    let register = |addr: String, name: &'static str| {
+        let call = &call;
+        async move {
+            let body = json!({"username": name, "auth": {"type": "m.login.dummy"}});
+            call(&addr, reqwest::Method::POST, "/register", None, Some(body)).await["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let alice = register(addr_a.clone(), "alice").await;
+    let bob = register(addr_b.clone(), "bob").await;
+    let room =
+        call(&addr_a, reqwest::Method::POST, "/createRoom", Some(&alice), Some(json!({"preset": "public_chat"}))).await;
+    let room = room["room_id"].as_str().unwrap().to_owned();
+    call(&addr_b, reqwest::Method::POST, &format!("/join/{room}"), Some(&bob), Some(json!({}))).await;
+    let token =
+        call(&addr_b, reqwest::Method::GET, "/sync", Some(&bob), None).await["next_batch"].as_str().unwrap().to_owned();
+
+    let long_poll =
+        call(&addr_b, reqwest::Method::GET, &format!("/sync?since={token}&timeout=30000"), Some(&bob), None);
+    let send = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        call(
+            &addr_a,
+            reqwest::Method::PUT,
+            &format!("/rooms/{room}/send/m.room.message/t1"),
+            Some(&alice),
+            Some(json!({"body": "across"})),
+        )
+        .await
+    };
+    let (synced, sent) = tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(long_poll, send) })
+        .await
+        .expect("the long-poll on the second process was woken by the first");
+    let events = synced["rooms"]["join"][&room]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+    assert!(events.iter().any(|e| e["event_id"] == sent["event_id"]), "{synced}");
+
+    for child in [&mut first, &mut second] {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        assert_eq!(wait_exit(child), 0);
+    }
+    db.drop_database().await;
+}
+
 /// The example config's database lives in a folder that a fresh checkout does not have.
 #[test]
 fn sqlite_folder_is_created() {
