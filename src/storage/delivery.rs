@@ -44,13 +44,10 @@ impl Storage {
         Ok(())
     }
 
-    /// The newest position of a counter-based stream.
-    pub async fn stream_position(&self, stream: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT position FROM stream_counters WHERE stream = $1")
-            .bind(stream)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.get(0)).unwrap_or(0))
+    /// The newest position of every counter-based stream, in one query.
+    pub async fn stream_positions(&self) -> Result<std::collections::HashMap<String, i64>> {
+        let rows = sqlx::query("SELECT stream, position FROM stream_counters").fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// The newest room event's stream ordering.

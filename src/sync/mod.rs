@@ -60,13 +60,15 @@ impl SyncService {
         } else {
             self.events.visible()
         };
+        let positions = storage.stream_positions().await?;
+        let at = |stream: &str| positions.get(stream).copied().unwrap_or(0);
         Ok(StreamToken {
             events,
-            account_data: storage.stream_position("account_data").await?,
-            to_device: storage.stream_position("to_device").await?,
-            receipts: storage.stream_position("receipts").await?,
+            account_data: at("account_data"),
+            to_device: at("to_device"),
+            receipts: at("receipts"),
             typing: self.typing.serial(),
-            presence: storage.stream_position("presence").await?,
+            presence: at("presence"),
         })
     }
 
@@ -103,7 +105,13 @@ impl SyncService {
 
         let mut global_account_data = Vec::new();
         let mut extras = rooms::RoomExtras::default();
-        for row in storage.account_data_changes(user_id, since.map_or(0, |s| s.account_data), now.account_data).await? {
+        let moved = |at_token: Option<i64>, now: i64| at_token.is_none_or(|t| t != now);
+        let account_data = if moved(since.map(|s| s.account_data), now.account_data) {
+            storage.account_data_changes(user_id, since.map_or(0, |s| s.account_data), now.account_data).await?
+        } else {
+            Vec::new()
+        };
+        for row in account_data {
             let content: JsonValue = serde_json::from_str(&row.content).unwrap_or(JsonValue::Null);
             let event = json!({"type": row.data_type, "content": content});
             if row.room_id.is_empty() {
@@ -123,11 +131,16 @@ impl SyncService {
                 .or_default()
                 .push(json!({"type": "m.typing", "content": {"user_ids": users}}));
         }
-        let receipts = storage.receipt_changes(&joined_refs, since.map_or(0, |s| s.receipts), now.receipts).await?;
+        let receipts = if moved(since.map(|s| s.receipts), now.receipts) {
+            storage.receipt_changes(&joined_refs, since.map_or(0, |s| s.receipts), now.receipts).await?
+        } else {
+            Vec::new()
+        };
         for (room_id, event) in rooms::receipt_events(receipts, user_id) {
             extras.ephemeral.entry(room_id).or_default().push(event);
         }
 
+        // Always read: this is also where what the token acknowledges is deleted.
         let to_device_rows = storage
             .to_device_messages(
                 user_id,
@@ -146,16 +159,17 @@ impl SyncService {
             .map(|r| json!({"type": r.event_type, "sender": r.sender, "content": serde_json::from_str::<JsonValue>(&r.content).unwrap_or(JsonValue::Null)}))
             .collect();
 
-        let presence_changes: Vec<JsonValue> = if self.presence.enabled() {
-            storage
+        let presence_changes: Vec<JsonValue> =
+            if self.presence.enabled() && moved(since.map(|s| s.presence), now.presence) {
+                storage
                 .presence_changes_for(user_id, since.map_or(0, |s| s.presence), now.presence)
                 .await?
                 .iter()
                 .map(|row| json!({"type": "m.presence", "sender": row.user_id, "content": self.presence.content(row)}))
                 .collect()
-        } else {
-            Vec::new()
-        };
+            } else {
+                Vec::new()
+            };
 
         let rooms = self.rooms_section(request, &now, &mut extras).await?;
         // Users who newly share a room with the viewer (their join, or the viewer's) come with
