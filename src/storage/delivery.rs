@@ -3,7 +3,7 @@
 
 use sqlx::{Any, Row, Transaction};
 
-use super::Storage;
+use super::{placeholders, Storage};
 use crate::error::Result;
 
 /// Takes the next position of a stream inside `tx`; the counter row stays locked until commit.
@@ -224,11 +224,10 @@ impl Storage {
     pub async fn receipt_changes(&self, room_ids: &[&str], after: i64, upto: i64) -> Result<Vec<ReceiptRow>> {
         let mut found = Vec::new();
         for chunk in room_ids.chunks(500) {
-            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
             let sql = format!(
                 "SELECT room_id, user_id, receipt_type, thread_id, event_id, ts FROM receipts \
                  WHERE stream_id > $1 AND stream_id <= $2 AND room_id IN ({}) ORDER BY stream_id",
-                list.join(", ")
+                placeholders(3, chunk.len())
             );
             let mut query = sqlx::query(&sql).bind(after).bind(upto);
             for id in chunk {

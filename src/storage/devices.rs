@@ -2,7 +2,7 @@
 
 use sqlx::{any::AnyRow, Row};
 
-use super::Storage;
+use super::{placeholders, Storage};
 use crate::error::Result;
 
 /// Who an access token belongs to, and when that device was last seen.
@@ -110,8 +110,8 @@ impl Storage {
         let mut deleted = 0;
         // Bounded statements: both dialects cap the number of bind parameters.
         for chunk in device_ids.chunks(500) {
-            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
-            let sql = format!("DELETE FROM devices WHERE user_id = $1 AND device_id IN ({})", placeholders.join(", "));
+            let sql =
+                format!("DELETE FROM devices WHERE user_id = $1 AND device_id IN ({})", placeholders(2, chunk.len()));
             let mut query = sqlx::query(&sql).bind(user_id);
             for id in chunk {
                 query = query.bind(*id);

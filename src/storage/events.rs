@@ -4,7 +4,7 @@
 
 use sqlx::{any::AnyRow, Any, Row, Transaction};
 
-use super::Storage;
+use super::{placeholders, Storage};
 use crate::error::Result;
 
 /// A stored event as the room and client layers read it.
@@ -52,11 +52,6 @@ pub struct NewEvent<'a> {
     pub origin_server_ts: i64,
     pub state_snapshot: i64,
     pub pdu: &'a str,
-}
-
-/// `$first, $first+1, …` for `count` parameters.
-fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// The transaction in which one event of one room is persisted. It begins by updating the room's

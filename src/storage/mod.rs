@@ -211,6 +211,11 @@ pub fn redact_password(url: &str) -> String {
     }
 }
 
+/// `$first, $first+1, …` for `count` bind parameters: the list of a dynamic `IN (…)`.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 /// Milliseconds since the Unix epoch, the unit of every timestamp column.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)

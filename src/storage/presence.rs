@@ -2,7 +2,7 @@
 
 use sqlx::{any::AnyRow, Row};
 
-use super::Storage;
+use super::{placeholders, Storage};
 use crate::error::Result;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,12 +21,7 @@ impl Storage {
     /// Stores a presence change; returns its stream position.
     pub async fn set_presence(&self, row: &PresenceRow) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
-        let position: i64 = sqlx::query(
-            "UPDATE stream_counters SET position = position + 1 WHERE stream = 'presence' RETURNING position",
-        )
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
+        let position = super::delivery::next_position(&mut tx, "presence").await?;
         sqlx::query(
             "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_id) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg, \
@@ -72,10 +67,9 @@ impl Storage {
     pub async fn presence_of_users(&self, user_ids: &[&str]) -> Result<Vec<PresenceRow>> {
         let mut found = Vec::new();
         for chunk in user_ids.chunks(500) {
-            let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT user_id, state, status_msg, last_active_ts FROM presence WHERE user_id IN ({})",
-                list.join(", ")
+                placeholders(1, chunk.len())
             );
             let mut query = sqlx::query(&sql);
             for id in chunk {

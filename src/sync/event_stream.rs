@@ -3,8 +3,9 @@
 //! it for good. Readers therefore stop below the lowest position still being written (DESIGN.md
 //! section 4): every write registers before it takes a position and leaves after its commit.
 //!
-//! This tracks the writers of this process. With several processes on one database, each learns
-//! the others' committed positions through the notifier (see `notifier.rs`).
+//! This tracks the writers of this process, which is all there is with SQLite. With PostgreSQL,
+//! where several processes may write, readers take the bound from the database instead
+//! (`Storage::visible_event_position`, over the reserved positions).
 
 use std::{
     collections::HashMap,
@@ -66,13 +67,6 @@ impl EventStream {
         let floor = inner.taken;
         inner.pending.insert(ticket, Pending::Above(floor));
         StreamWrite { stream: self.clone(), ticket }
-    }
-
-    /// A position committed elsewhere (another process) becomes visible.
-    pub fn advance_to(&self, position: i64) {
-        let mut inner = self.lock();
-        inner.committed = inner.committed.max(position);
-        inner.taken = inner.taken.max(position);
     }
 }
 
