@@ -38,6 +38,61 @@ pub struct Config {
     pub rooms: RoomsConfig,
     #[serde(default)]
     pub presence: PresenceConfig,
+    #[serde(default)]
+    pub push: PushConfig,
+}
+
+/// Delivery to push gateways. Durations are in seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// How long one request to a push gateway may take.
+    #[serde(default = "default_gateway_timeout")]
+    pub gateway_timeout: f64,
+    /// The wait after a first failed delivery; it doubles with each failure up to `retry_max`.
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial: f64,
+    #[serde(default = "default_retry_max")]
+    pub retry_max: f64,
+    /// Failed deliveries of one notification after which it is dropped.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i64,
+}
+
+fn default_gateway_timeout() -> f64 {
+    10.0
+}
+fn default_retry_initial() -> f64 {
+    1.0
+}
+fn default_retry_max() -> f64 {
+    600.0
+}
+fn default_max_attempts() -> i64 {
+    30
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            gateway_timeout: default_gateway_timeout(),
+            retry_initial: default_retry_initial(),
+            retry_max: default_retry_max(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+impl PushConfig {
+    pub fn gateway_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.gateway_timeout)
+    }
+
+    /// The wait before delivery attempt `attempts + 1`.
+    pub fn retry_delay(&self, attempts: i64) -> std::time::Duration {
+        let exponent = attempts.saturating_sub(1).clamp(0, 30) as i32;
+        std::time::Duration::from_secs_f64((self.retry_initial * 2f64.powi(exponent)).min(self.retry_max))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,6 +256,7 @@ impl Config {
             limits: LimitsConfig::default(),
             rooms: RoomsConfig::default(),
             presence: PresenceConfig::default(),
+            push: PushConfig::default(),
         }
     }
 
@@ -287,6 +343,17 @@ impl Config {
             return Err(ConfigError::Value {
                 key: "presence.offline_after",
                 message: "offline_after and idle_after must be positive".into(),
+            });
+        }
+        let push = &self.push;
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !(positive(push.gateway_timeout) && positive(push.retry_initial) && positive(push.retry_max))
+            || push.max_attempts < 1
+        {
+            return Err(ConfigError::Value {
+                key: "push.gateway_timeout",
+                message: "gateway_timeout, retry_initial and retry_max must be positive, max_attempts at least 1"
+                    .into(),
             });
         }
         if self.registration.token.as_deref() == Some("") {

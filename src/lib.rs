@@ -7,6 +7,7 @@ pub mod ephemeral;
 pub mod error;
 pub mod http;
 pub mod presence;
+pub mod push;
 pub mod rooms;
 pub mod server;
 pub mod services;

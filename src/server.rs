@@ -66,6 +66,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .await
             .map_err(|e| StartError::Setup(crate::error::Error::Database(e)))?;
     }
+    tasks.push(tokio::spawn(crate::push::evaluator::run(
+        services.push.clone(),
+        services.sync.events().clone(),
+        stopped.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::push::gateway::run(services.push.clone(), stopped.clone())));
     tasks.push(tokio::spawn(housekeeping(services.clone(), stopped)));
     tracing::info!(%client_addr, server_name = %services.config.server_name, "axon is serving");
     Ok(RunningServer { client_addr, metrics_addr, services, stop, tasks, _sqlite_owner: sqlite_owner })

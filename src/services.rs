@@ -12,6 +12,7 @@ use crate::{
     error::Result,
     http::{limits::AuthRateLimiter, metrics::Metrics},
     presence::Presence,
+    push::Push,
     rooms::Rooms,
     storage::Storage,
     sync::{EventStream, Notifier, SyncService},
@@ -24,6 +25,7 @@ pub struct Services {
     pub accounts: Accounts,
     pub rooms: Rooms,
     pub sync: SyncService,
+    pub push: Push,
     pub auth_limiter: Arc<AuthRateLimiter>,
     pub metrics: Arc<Metrics>,
     /// Turns `true` when the server is shutting down, so that long-running requests answer early.
@@ -44,9 +46,11 @@ impl Services {
         )
         .await?;
         let presence = Presence::new(config.presence.clone(), storage.clone(), notifier.clone());
-        let sync = SyncService::new(rooms.clone(), notifier, events, Typing::default(), presence);
+        let push = Push::new(storage.clone(), config.server_name.clone(), config.push.clone(), notifier.clone());
+        let sync = SyncService::new(rooms.clone(), notifier, events, Typing::default(), presence, push.clone());
         Ok(Self {
             sync,
+            push,
             rooms,
             auth_limiter: Arc::new(AuthRateLimiter::new(&config.limits)),
             config: Arc::new(config),

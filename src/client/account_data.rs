@@ -30,7 +30,12 @@ pub async fn put_global(s: Services, req: Ruma<set_global::Request>) -> Result<s
 pub async fn get_global_data(s: Services, req: Ruma<get_global::Request>) -> Result<get_global::Response> {
     let session = req.require_session()?;
     session.require_user(&req.body.user_id, "account data")?;
-    let data = s.sync.account_data(&session.user_id, None, &req.body.event_type.to_string()).await?;
+    let data_type = req.body.event_type.to_string();
+    let mut data = s.sync.account_data(&session.user_id, None, &data_type).await?;
+    if data.is_none() && data_type == "m.push_rules" {
+        // Every account has push rules: the server default until the user changes one.
+        data = Some(crate::push::rules::to_account_data(&s.push.ruleset(&session.user_id).await?)?);
+    }
     let data = data.ok_or_else(|| Error::NotFound("no account data of this type".into()))?;
     Ok(get_global::Response::new(raw(&data)?))
 }

@@ -199,7 +199,9 @@ impl Storage {
     }
 
     /// Records a receipt, replacing the user's previous one of that type and thread in the room.
-    pub async fn set_receipt(&self, r: &ReceiptRow) -> Result<i64> {
+    /// A read receipt also marks the notifications it covers as read (up to `event_stream`, in its
+    /// thread, or in all threads when it has none); returns the position and how many it marked.
+    pub async fn set_receipt(&self, r: &ReceiptRow, event_stream: i64) -> Result<(i64, u64)> {
         let mut tx = self.pool.begin().await?;
         let position = next_position(&mut tx, "receipts").await?;
         sqlx::query(
@@ -216,8 +218,22 @@ impl Storage {
         .bind(position)
         .execute(&mut *tx)
         .await?;
+        let mut marked = 0;
+        if r.receipt_type == "m.read" || r.receipt_type == "m.read.private" {
+            marked = sqlx::query(
+                "UPDATE event_push_actions SET unread = 0 WHERE user_id = $1 AND room_id = $2 AND unread = 1 \
+                 AND stream_ordering <= $3 AND ($4 = '' OR thread_id = $4)",
+            )
+            .bind(&r.user_id)
+            .bind(&r.room_id)
+            .bind(event_stream)
+            .bind(&r.thread_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
         tx.commit().await?;
-        Ok(position)
+        Ok((position, marked))
     }
 
     /// Receipts in the rooms changed in `(after, upto]`.

@@ -112,22 +112,53 @@ impl Storage {
         for chunk in device_ids.chunks(500) {
             let sql =
                 format!("DELETE FROM devices WHERE user_id = $1 AND device_id IN ({})", placeholders(2, chunk.len()));
+            let mut tx = self.pool.begin().await?;
+            // Pushers belong to the device's access token and go with it.
+            for table in ["push_queue", "pushers"] {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE {}",
+                    if table == "pushers" {
+                        format!("user_id = $1 AND device_id IN ({})", placeholders(2, chunk.len()))
+                    } else {
+                        format!(
+                            "(user_id, app_id, pushkey) IN (SELECT user_id, app_id, pushkey FROM pushers \
+                             WHERE user_id = $1 AND device_id IN ({}))",
+                            placeholders(2, chunk.len())
+                        )
+                    }
+                );
+                let mut query = sqlx::query(&sql).bind(user_id);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.execute(&mut *tx).await?;
+            }
             let mut query = sqlx::query(&sql).bind(user_id);
             for id in chunk {
                 query = query.bind(*id);
             }
-            deleted += query.execute(&self.pool).await?.rows_affected();
+            deleted += query.execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
         }
         Ok(deleted)
     }
 
     /// Deletes every device of the user but `keep` (all of them when `keep` is `None`).
     pub async fn delete_devices_except(&self, user_id: &str, keep: Option<&str>) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        for statement in [
+            "DELETE FROM push_queue WHERE (user_id, app_id, pushkey) IN (SELECT user_id, app_id, pushkey FROM pushers \
+             WHERE user_id = $1 AND device_id <> COALESCE($2, ''))",
+            "DELETE FROM pushers WHERE user_id = $1 AND device_id <> COALESCE($2, '')",
+        ] {
+            sqlx::query(statement).bind(user_id).bind(keep).execute(&mut *tx).await?;
+        }
         let done = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id <> COALESCE($2, '')")
             .bind(user_id)
             .bind(keep)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 }

@@ -21,10 +21,10 @@ pub struct EventRow {
     pub redacted_by: Option<String>,
 }
 
-const EVENT_COLUMNS: &str =
+pub(super) const EVENT_COLUMNS: &str =
     "stream_ordering, event_id, room_id, event_type, state_key, sender, state_snapshot, pdu, redacted_by";
 
-fn event_row(r: AnyRow) -> EventRow {
+pub(super) fn event_row(r: AnyRow) -> EventRow {
     EventRow {
         stream_ordering: r.get(0),
         event_id: r.get(1),

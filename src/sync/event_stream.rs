@@ -33,12 +33,19 @@ enum Pending {
 #[derive(Clone, Default)]
 pub struct EventStream {
     inner: Arc<Mutex<Inner>>,
+    /// Notified after every commit (the push evaluator waits on it).
+    commits: Arc<tokio::sync::Notify>,
 }
 
 impl EventStream {
     pub fn new(max_committed: i64) -> Self {
         let inner = Inner { committed: max_committed, taken: max_committed, ..Inner::default() };
-        Self { inner: Arc::new(Mutex::new(inner)) }
+        Self { inner: Arc::new(Mutex::new(inner)), commits: Arc::default() }
+    }
+
+    /// Notified after each commit of this process.
+    pub fn commits(&self) -> Arc<tokio::sync::Notify> {
+        self.commits.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -87,6 +94,8 @@ impl StreamWrite {
         let mut inner = self.stream.lock();
         inner.committed = inner.committed.max(position);
         inner.pending.remove(&self.ticket);
+        drop(inner);
+        self.stream.commits.notify_waiters();
     }
 }
 

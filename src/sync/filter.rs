@@ -12,6 +12,8 @@ pub struct SyncFilter {
     pub include_leave: bool,
     pub rooms: Option<Vec<String>>,
     pub not_rooms: Vec<String>,
+    /// Unread counts per thread (spec: "Threading", `unread_thread_notifications`).
+    pub unread_thread_notifications: bool,
 }
 
 impl Default for SyncFilter {
@@ -23,6 +25,7 @@ impl Default for SyncFilter {
             include_leave: false,
             rooms: None,
             not_rooms: Vec::new(),
+            unread_thread_notifications: false,
         }
     }
 }
@@ -47,6 +50,7 @@ impl SyncFilter {
             include_leave: room.include_leave,
             rooms: room.rooms.as_ref().map(|r| r.iter().map(|id| id.to_string()).collect()),
             not_rooms: room.not_rooms.iter().map(|id| id.to_string()).collect(),
+            unread_thread_notifications: room.timeline.unread_thread_notifications,
         }
     }
 

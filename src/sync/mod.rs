@@ -21,7 +21,7 @@ pub use self::{
     notifier::Notifier,
     token::StreamToken,
 };
-use crate::{ephemeral::typing::Typing, error::Result, presence::Presence, rooms::Rooms};
+use crate::{ephemeral::typing::Typing, error::Result, presence::Presence, push::Push, rooms::Rooms};
 
 /// To-device messages handed out per sync; the rest follow in the next one.
 const TO_DEVICE_PER_SYNC: i64 = 100;
@@ -44,11 +44,19 @@ pub struct SyncService {
     events: EventStream,
     typing: Typing,
     presence: Presence,
+    push: Push,
 }
 
 impl SyncService {
-    pub fn new(rooms: Rooms, notifier: Arc<Notifier>, events: EventStream, typing: Typing, presence: Presence) -> Self {
-        Self { rooms, notifier, events, typing, presence }
+    pub fn new(
+        rooms: Rooms,
+        notifier: Arc<Notifier>,
+        events: EventStream,
+        typing: Typing,
+        presence: Presence,
+        push: Push,
+    ) -> Self {
+        Self { rooms, notifier, events, typing, presence, push }
     }
 
     /// The current position of every stream.
@@ -62,8 +70,11 @@ impl SyncService {
         };
         let positions = storage.stream_positions().await?;
         let at = |stream: &str| positions.get(stream).copied().unwrap_or(0);
+        // Events show with the notification counts they raise: not beyond push evaluation.
+        let evaluated =
+            self.push.wait_evaluated(events, at("push_evaluated"), || storage.push_evaluated_position()).await?;
         Ok(StreamToken {
-            events,
+            events: events.min(evaluated),
             account_data: at("account_data"),
             to_device: at("to_device"),
             receipts: at("receipts"),
@@ -171,7 +182,17 @@ impl SyncService {
                 Vec::new()
             };
 
-        let rooms = self.rooms_section(request, &now, &mut extras).await?;
+        if since.is_none() && !global_account_data.iter().any(|e| e["type"] == "m.push_rules") {
+            // Clients read their push rules from the first sync (spec: "Push Rules").
+            if let Ok(user) = ruma::UserId::parse(user_id) {
+                let ruleset = crate::push::rules::server_default(&user);
+                global_account_data
+                    .push(json!({"type": "m.push_rules", "content": crate::push::rules::to_account_data(&ruleset)?}));
+            }
+        }
+
+        let mut rooms = self.rooms_section(request, &now, &mut extras).await?;
+        self.add_unread_counts(user_id, request.filter.unread_thread_notifications, &mut rooms.join).await?;
         // Users who newly share a room with the viewer (their join, or the viewer's) come with
         // their current presence, changed or not.
         let mut presence = presence_changes;
@@ -218,6 +239,36 @@ impl SyncService {
         Ok((response, has_news))
     }
 
+    /// `unread_notifications` of each joined room in the response, and per thread
+    /// (`unread_thread_notifications`) when the filter asks for it (spec: "Receiving notifications").
+    async fn add_unread_counts(
+        &self,
+        user_id: &str,
+        per_thread: bool,
+        join: &mut serde_json::Map<String, JsonValue>,
+    ) -> Result<()> {
+        if join.is_empty() {
+            return Ok(());
+        }
+        let room_ids: Vec<&str> = join.keys().map(String::as_str).collect();
+        let counts = self.rooms.storage().unread_push_counts(user_id, &room_ids).await?;
+        for room in join.values_mut() {
+            room["unread_notifications"] = json!({"notification_count": 0, "highlight_count": 0});
+        }
+        for (room_id, thread_id, notifications, highlights) in counts {
+            let Some(room) = join.get_mut(&room_id) else { continue };
+            if per_thread && thread_id != "main" {
+                room["unread_thread_notifications"][&thread_id] =
+                    json!({"notification_count": notifications, "highlight_count": highlights});
+                continue;
+            }
+            let total = &mut room["unread_notifications"];
+            total["notification_count"] = json!(total["notification_count"].as_i64().unwrap_or(0) + notifications);
+            total["highlight_count"] = json!(total["highlight_count"].as_i64().unwrap_or(0) + highlights);
+        }
+        Ok(())
+    }
+
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
     }
@@ -228,5 +279,9 @@ impl SyncService {
 
     pub fn presence(&self) -> &Presence {
         &self.presence
+    }
+
+    pub fn events(&self) -> &EventStream {
+        &self.events
     }
 }

@@ -167,7 +167,8 @@ impl SyncService {
             event_id: event.event_id,
             ts: now_ms(),
         };
-        self.rooms.storage().set_receipt(&receipt).await?;
+        let (_, marked) = self.rooms.storage().set_receipt(&receipt, event.stream_ordering).await?;
+        self.push.notifications_read(user_id, marked).await?;
         if receipt_type == "m.read.private" {
             self.notifier.wake([user_id.as_str()]);
         } else {

@@ -13,6 +13,7 @@ mod history;
 mod presence;
 mod processes;
 mod profile;
+mod push;
 mod register;
 mod room_auth;
 mod rooms;

@@ -1,0 +1,262 @@
+//! Evaluates committed events against their recipients' push rules, in stream order and in
+//! batches, off the request path. Every process runs one; they share the work through the
+//! `push_evaluated` position, which a batch moves only from where it started (a batch that lost the
+//! race to another process is dropped and redone from the new position). The events table is the
+//! queue: after a restart evaluation resumes where it stopped.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use ruma::{
+    events::AnySyncTimelineEvent,
+    push::{Action, Ruleset},
+    serde::Raw,
+    OwnedUserId,
+};
+use serde_json::{json, Value as JsonValue};
+use tokio::sync::watch;
+
+use super::{context::RoomPushContext, rules, Push};
+use crate::{
+    error::{Error, Result},
+    storage::{now_ms, EventRow, NewPushAction, NewQueuedPush, PusherRow},
+    sync::EventStream,
+};
+
+/// Events per batch: one read, one write transaction.
+const BATCH: i64 = 200;
+/// Contexts kept between batches (one per room state in use); the cache is emptied beyond this.
+const MAX_CACHED_CONTEXTS: usize = 10_000;
+
+/// Runs until `stopped` turns true.
+pub async fn run(push: Push, events: EventStream, mut stopped: watch::Receiver<bool>) {
+    let mut evaluator = Evaluator { push, events, contexts: HashMap::new(), rulesets: HashMap::new() };
+    let committed = evaluator.events.commits();
+    loop {
+        // Registered before looking, so a commit during the batch is not missed.
+        let notified = committed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let more = match evaluator.batch().await {
+            Ok(more) => more,
+            Err(e) => {
+                tracing::warn!(error = %e, "push evaluation");
+                false
+            }
+        };
+        if more {
+            continue;
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            // Events of other processes (PostgreSQL), and a retry after an error.
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            changed = stopped.changed() => {
+                if changed.is_err() || *stopped.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Evaluator {
+    push: Push,
+    events: EventStream,
+    contexts: HashMap<i64, Arc<RoomPushContext>>,
+    /// Parsed rulesets by user, with the account-data position they were read at.
+    rulesets: HashMap<String, (i64, Arc<Ruleset>)>,
+}
+
+impl Evaluator {
+    /// Evaluates the next batch; `true` when more events are waiting.
+    async fn batch(&mut self) -> Result<bool> {
+        let storage = self.push.storage.clone();
+        let positions = storage.stream_positions().await?;
+        let from = positions.get("push_evaluated").copied().unwrap_or(0);
+        let upto = if storage.shares_event_positions() {
+            storage.visible_event_position().await?
+        } else {
+            self.events.visible()
+        };
+        if upto <= from {
+            self.push.evaluated.send_replace(from);
+            return Ok(false);
+        }
+        let rows = storage.events_in_range(from, upto, BATCH).await?;
+        let full = rows.len() as i64 == BATCH;
+        let to = if full { rows.last().map_or(upto, |r| r.stream_ordering) } else { upto };
+
+        // Recipients of each event: the room's local joined members (and an invitee), not the sender.
+        let mut work: Vec<(&EventRow, Arc<RoomPushContext>, Vec<String>)> = Vec::new();
+        for row in &rows {
+            let Some(context) = self.context(&row.room_id, row.state_snapshot).await? else { continue };
+            let mut recipients: Vec<String> = context
+                .joined
+                .iter()
+                .map(|(user, _)| user.clone())
+                .filter(|u| *u != row.sender && self.push.is_local(u))
+                .collect();
+            if row.event_type == "m.room.member" {
+                if let Some(invitee) = row.state_key.as_ref().filter(|k| context.invited.contains(k)) {
+                    if *invitee != row.sender && self.push.is_local(invitee) {
+                        recipients.push(invitee.clone());
+                    }
+                }
+            }
+            work.push((row, context, recipients));
+        }
+        let mut users: Vec<&str> = work.iter().flat_map(|(_, _, r)| r.iter().map(String::as_str)).collect();
+        users.sort_unstable();
+        users.dedup();
+        self.load_rulesets(&users).await?;
+        let pushers = storage.pushers_of_users(&users).await?;
+        let mut pushers_of: HashMap<&str, Vec<&PusherRow>> = HashMap::new();
+        for p in &pushers {
+            pushers_of.entry(p.user_id.as_str()).or_default().push(p);
+        }
+
+        let now = now_ms();
+        let mut actions = Vec::new();
+        let mut pushes = Vec::new();
+        for (row, context, recipients) in &work {
+            let Ok(raw) = Raw::<AnySyncTimelineEvent>::from_json_string(row.pdu.clone()) else { continue };
+            let pdu: JsonValue = serde_json::from_str(&row.pdu).unwrap_or_default();
+            for user in recipients {
+                let Ok(user_id) = OwnedUserId::try_from(user.as_str()) else { continue };
+                let Some((_, ruleset)) = self.rulesets.get(user.as_str()) else { continue };
+                let display_name = context
+                    .joined
+                    .iter()
+                    .find(|(u, _)| u == user)
+                    .and_then(|(_, name)| name.clone())
+                    .unwrap_or_else(|| user_id.localpart().to_owned());
+                let matched = ruleset.get_actions(&raw, &context.for_user(&user_id, &display_name)).await;
+                if !matched.iter().any(Action::should_notify) {
+                    continue;
+                }
+                let highlight = matched.iter().any(Action::is_highlight);
+                actions.push(NewPushAction {
+                    user_id: user,
+                    stream_ordering: row.stream_ordering,
+                    room_id: &row.room_id,
+                    event_id: &row.event_id,
+                    thread_id: thread_of(&pdu).to_owned(),
+                    actions: serde_json::to_string(matched).map_err(Error::internal)?,
+                    highlight,
+                    ts: now,
+                });
+                for pusher in pushers_of.get(user.as_str()).into_iter().flatten() {
+                    pushes.push(NewQueuedPush {
+                        user_id: user,
+                        app_id: &pusher.app_id,
+                        pushkey: &pusher.pushkey,
+                        notification: gateway_notification(row, &pdu, context, matched, highlight, user),
+                    });
+                }
+            }
+        }
+        // Sending in a room counts as having read it: the sender's own notifications there up to
+        // the event are read (this also retires an invite's notification once it is accepted).
+        let mut own_events: HashMap<(&str, &str), i64> = HashMap::new();
+        for row in &rows {
+            if self.push.is_local(&row.sender) {
+                own_events.insert((&row.sender, &row.room_id), row.stream_ordering);
+            }
+        }
+        let own_events: Vec<(&str, &str, i64)> = own_events.into_iter().map(|((u, r), p)| (u, r, p)).collect();
+        if !storage.record_push_evaluation(from, to, &actions, &pushes, &own_events, now).await? {
+            // Another process recorded this range first.
+            return Ok(true);
+        }
+        self.push.evaluated.send_replace(to);
+        if !pushes.is_empty() {
+            self.push.queued.notify_one();
+        }
+        Ok(full)
+    }
+
+    async fn context(&mut self, room_id: &str, snapshot_id: i64) -> Result<Option<Arc<RoomPushContext>>> {
+        if let Some(context) = self.contexts.get(&snapshot_id) {
+            return Ok(Some(context.clone()));
+        }
+        let Some(context) = RoomPushContext::load(&self.push.storage, room_id, snapshot_id).await? else {
+            return Ok(None);
+        };
+        if self.contexts.len() >= MAX_CACHED_CONTEXTS {
+            self.contexts.clear();
+        }
+        let context = Arc::new(context);
+        self.contexts.insert(snapshot_id, context.clone());
+        Ok(Some(context))
+    }
+
+    /// Makes `self.rulesets` current for `users`: one query, and parsing only what changed.
+    async fn load_rulesets(&mut self, users: &[&str]) -> Result<()> {
+        let stored = self.push.storage.push_rules_of_users(users).await?;
+        let stored: HashMap<&str, (i64, &str)> =
+            stored.iter().map(|(user, position, content)| (user.as_str(), (*position, content.as_str()))).collect();
+        for user in users {
+            let (position, content) = stored.get(user).map_or((0, None), |(p, c)| (*p, Some(*c)));
+            if self.rulesets.get(*user).is_some_and(|(cached, _)| *cached == position) {
+                continue;
+            }
+            let Ok(user_id) = OwnedUserId::try_from(*user) else { continue };
+            self.rulesets.insert((*user).to_owned(), (position, Arc::new(rules::from_account_data(&user_id, content))));
+        }
+        if self.rulesets.len() > MAX_CACHED_CONTEXTS * 10 {
+            self.rulesets.clear();
+        }
+        Ok(())
+    }
+}
+
+/// `main`, or the thread root of an event in a thread (spec: "Threading").
+fn thread_of(pdu: &JsonValue) -> &str {
+    let relation = &pdu["content"]["m.relates_to"];
+    match (relation["rel_type"].as_str(), relation["event_id"].as_str()) {
+        (Some("m.thread"), Some(root)) => root,
+        _ => "main",
+    }
+}
+
+/// The event's part of a Push Gateway API `notification`; the sender adds counts and devices, and
+/// moves `tweaks` into each device.
+fn gateway_notification(
+    row: &EventRow,
+    pdu: &JsonValue,
+    context: &RoomPushContext,
+    actions: &[Action],
+    highlight: bool,
+    recipient: &str,
+) -> String {
+    let mut tweaks = serde_json::Map::new();
+    for action in actions {
+        if let Action::SetTweak(tweak) = action {
+            if let Ok(JsonValue::Object(t)) = serde_json::to_value(tweak) {
+                if let (Some(JsonValue::String(name)), value) = (t.get("set_tweak"), t.get("value")) {
+                    tweaks.insert(name.clone(), value.cloned().unwrap_or(JsonValue::Bool(true)));
+                }
+            }
+        }
+    }
+    let sound = actions.iter().any(|a| a.sound().is_some());
+    let mut notification = json!({
+        "event_id": row.event_id,
+        "room_id": row.room_id,
+        "type": row.event_type,
+        "sender": row.sender,
+        "prio": if sound || highlight { "high" } else { "low" },
+        "content": pdu["content"],
+        "tweaks": tweaks,
+    });
+    if let Some(name) = context.display_name(&row.sender) {
+        notification["sender_display_name"] = json!(name);
+    }
+    if let Some(name) = &context.room_name {
+        notification["room_name"] = json!(name);
+    }
+    if row.event_type == "m.room.member" && row.state_key.as_deref() == Some(recipient) {
+        notification["user_is_target"] = json!(true);
+    }
+    notification.to_string()
+}

@@ -1,0 +1,388 @@
+//! `event_push_actions`, `pushers`, `push_queue` and the `push_evaluated` position: what the push
+//! evaluator records and the gateway sender drains.
+
+use sqlx::{any::AnyRow, Row};
+
+use super::{
+    events::{event_row, EVENT_COLUMNS},
+    placeholders, EventRow, Storage,
+};
+use crate::error::Result;
+
+/// An event that notified a user.
+pub struct NewPushAction<'a> {
+    pub user_id: &'a str,
+    pub stream_ordering: i64,
+    pub room_id: &'a str,
+    pub event_id: &'a str,
+    pub thread_id: String,
+    pub actions: String,
+    pub highlight: bool,
+    pub ts: i64,
+}
+
+/// A notification for one pusher, to be sent to its gateway.
+pub struct NewQueuedPush<'a> {
+    pub user_id: &'a str,
+    pub app_id: &'a str,
+    pub pushkey: &'a str,
+    pub notification: String,
+}
+
+pub struct PusherRow {
+    pub user_id: String,
+    pub app_id: String,
+    pub pushkey: String,
+    pub device_id: String,
+    pub url: String,
+    pub pusher: String,
+    pub pushkey_ts: i64,
+}
+
+pub struct QueuedPush {
+    pub queue_id: i64,
+    pub user_id: String,
+    pub app_id: String,
+    pub pushkey: String,
+    pub notification: String,
+    pub attempts: i64,
+}
+
+pub struct NotificationRow {
+    pub event: EventRow,
+    pub actions: String,
+    pub unread: bool,
+    pub ts: i64,
+}
+
+const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, device_id, url, pusher, pushkey_ts";
+
+fn pusher_row(r: AnyRow) -> PusherRow {
+    PusherRow {
+        user_id: r.get(0),
+        app_id: r.get(1),
+        pushkey: r.get(2),
+        device_id: r.get(3),
+        url: r.get(4),
+        pusher: r.get(5),
+        pushkey_ts: r.get(6),
+    }
+}
+
+impl Storage {
+    /// How far push evaluation has come (a position in the event stream).
+    pub async fn push_evaluated_position(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT position FROM stream_counters WHERE stream = 'push_evaluated'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Events with `after < stream_ordering <= upto`, oldest first, at most `limit`.
+    pub async fn events_in_range(&self, after: i64, upto: i64, limit: i64) -> Result<Vec<EventRow>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 \
+             ORDER BY stream_ordering LIMIT $3"
+        );
+        let rows = sqlx::query(&sql).bind(after).bind(upto).bind(limit).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(event_row).collect())
+    }
+
+    /// The stored push rules of these users as `(user_id, account data stream_id, ruleset JSON)`;
+    /// users without stored rules are absent.
+    pub async fn push_rules_of_users(&self, user_ids: &[&str]) -> Result<Vec<(String, i64, String)>> {
+        let mut found = Vec::new();
+        for chunk in user_ids.chunks(500) {
+            let sql = format!(
+                "SELECT user_id, stream_id, content FROM account_data \
+                 WHERE room_id = '' AND data_type = 'm.push_rules' AND user_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            found.extend(query.fetch_all(&self.pool).await?.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))));
+        }
+        Ok(found)
+    }
+
+    pub async fn pushers_of_users(&self, user_ids: &[&str]) -> Result<Vec<PusherRow>> {
+        let mut found = Vec::new();
+        for chunk in user_ids.chunks(500) {
+            let sql =
+                format!("SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id IN ({})", placeholders(1, chunk.len()));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            found.extend(query.fetch_all(&self.pool).await?.into_iter().map(pusher_row));
+        }
+        Ok(found)
+    }
+
+    /// Records one evaluated batch: its actions and queued pushes, and `push_evaluated` moved from
+    /// `from` to `to`. Returns `false`, storing nothing, when another process moved it first.
+    pub async fn record_push_evaluation(
+        &self,
+        from: i64,
+        to: i64,
+        actions: &[NewPushAction<'_>],
+        pushes: &[NewQueuedPush<'_>],
+        own_events: &[(&str, &str, i64)],
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let moved =
+            sqlx::query("UPDATE stream_counters SET position = $1 WHERE stream = 'push_evaluated' AND position = $2")
+                .bind(to)
+                .bind(from)
+                .execute(&mut *tx)
+                .await?;
+        if moved.rows_affected() != 1 {
+            return Ok(false);
+        }
+        // Bounded statements: both dialects cap the number of bind parameters.
+        for chunk in actions.chunks(100) {
+            let values: Vec<String> =
+                (0..chunk.len()).map(|i| format!("({}, 1)", placeholders(i * 8 + 1, 8))).collect();
+            let sql = format!(
+                "INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, thread_id, actions, highlight, ts, unread) \
+                 VALUES {} ON CONFLICT (user_id, stream_ordering) DO NOTHING",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for a in chunk {
+                query = query
+                    .bind(a.user_id)
+                    .bind(a.stream_ordering)
+                    .bind(a.room_id)
+                    .bind(a.event_id)
+                    .bind(a.thread_id.as_str())
+                    .bind(a.actions.as_str())
+                    .bind(i64::from(a.highlight))
+                    .bind(a.ts);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for chunk in pushes.chunks(100) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 5 + 1, 5))).collect();
+            let sql = format!(
+                "INSERT INTO push_queue (user_id, app_id, pushkey, notification, next_attempt_ts) VALUES {}",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for p in chunk {
+                query = query.bind(p.user_id).bind(p.app_id).bind(p.pushkey).bind(p.notification.as_str()).bind(now);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        // A user's own event reads everything before it (user, room, position).
+        for (user_id, room_id, position) in own_events {
+            sqlx::query(
+                "UPDATE event_push_actions SET unread = 0 WHERE user_id = $1 AND room_id = $2 AND unread = 1 \
+                 AND stream_ordering <= $3",
+            )
+            .bind(*user_id)
+            .bind(*room_id)
+            .bind(*position)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Unread notifications of the user in these rooms as `(room_id, thread_id, notifications,
+    /// highlights)`. Reads only unread rows; the receipt check covers a receipt that was set
+    /// while its events were being evaluated.
+    pub async fn unread_push_counts(
+        &self,
+        user_id: &str,
+        room_ids: &[&str],
+    ) -> Result<Vec<(String, String, i64, i64)>> {
+        let mut found = Vec::new();
+        for chunk in room_ids.chunks(500) {
+            let sql = format!(
+                "SELECT a.room_id, a.thread_id, COUNT(*), CAST(SUM(a.highlight) AS BIGINT) FROM event_push_actions a \
+                 WHERE a.user_id = $1 AND a.unread = 1 AND a.room_id IN ({}) \
+                 AND NOT EXISTS (SELECT 1 FROM receipts r JOIN events e ON e.event_id = r.event_id \
+                     WHERE r.room_id = a.room_id AND r.user_id = a.user_id \
+                     AND r.receipt_type IN ('m.read', 'm.read.private') \
+                     AND (r.thread_id = '' OR r.thread_id = a.thread_id) \
+                     AND e.stream_ordering >= a.stream_ordering) \
+                 GROUP BY a.room_id, a.thread_id",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(user_id);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            found.extend(
+                query.fetch_all(&self.pool).await?.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))),
+            );
+        }
+        Ok(found)
+    }
+
+    /// The user's unread notifications in all rooms: the badge of their apps.
+    pub async fn total_unread_push_count(&self, user_id: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM event_push_actions WHERE user_id = $1 AND unread = 1")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// `/notifications`: the user's notifications before `before`, newest first.
+    pub async fn notifications(
+        &self,
+        user_id: &str,
+        before: i64,
+        limit: i64,
+        only_highlight: bool,
+    ) -> Result<Vec<NotificationRow>> {
+        let columns: Vec<String> = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect();
+        let sql = format!(
+            "SELECT {}, a.actions, a.unread, a.ts FROM event_push_actions a \
+             JOIN events e ON e.stream_ordering = a.stream_ordering \
+             WHERE a.user_id = $1 AND a.stream_ordering < $2 AND a.highlight >= $3 \
+             ORDER BY a.stream_ordering DESC LIMIT $4",
+            columns.join(", ")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user_id)
+            .bind(before)
+            .bind(i64::from(only_highlight))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let fields = columns.len();
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let actions = r.get(fields);
+                let unread: i64 = r.get(fields + 1);
+                let ts = r.get(fields + 2);
+                NotificationRow { event: event_row(r), actions, unread: unread == 1, ts }
+            })
+            .collect())
+    }
+
+    /// Adds or replaces the user's pusher for `(app_id, pushkey)`. Unless `append`, the same
+    /// pushkey of other users is removed (spec: `POST /pushers/set`, `append`).
+    pub async fn set_pusher(&self, p: &PusherRow, append: bool) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if !append {
+            for statement in [
+                "DELETE FROM push_queue WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3",
+                "DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3",
+            ] {
+                sqlx::query(statement).bind(&p.app_id).bind(&p.pushkey).bind(&p.user_id).execute(&mut *tx).await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO pushers (user_id, app_id, pushkey, device_id, url, pusher, pushkey_ts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET \
+             device_id = excluded.device_id, url = excluded.url, pusher = excluded.pusher, pushkey_ts = excluded.pushkey_ts",
+        )
+        .bind(&p.user_id)
+        .bind(&p.app_id)
+        .bind(&p.pushkey)
+        .bind(&p.device_id)
+        .bind(&p.url)
+        .bind(&p.pusher)
+        .bind(p.pushkey_ts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a pusher and what waits for it.
+    pub async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for statement in [
+            "DELETE FROM push_queue WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
+            "DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
+        ] {
+            sqlx::query(statement).bind(user_id).bind(app_id).bind(pushkey).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn pushers_of_user(&self, user_id: &str) -> Result<Vec<PusherRow>> {
+        let sql = format!("SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY app_id, pushkey");
+        Ok(sqlx::query(&sql).bind(user_id).fetch_all(&self.pool).await?.into_iter().map(pusher_row).collect())
+    }
+
+    pub async fn pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<Option<PusherRow>> {
+        let sql = format!("SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3");
+        let row = sqlx::query(&sql).bind(user_id).bind(app_id).bind(pushkey).fetch_optional(&self.pool).await?;
+        Ok(row.map(pusher_row))
+    }
+
+    /// Queues one notification for each of the user's pushers (a badge update after a read).
+    pub async fn queue_push_to_all_pushers(&self, user_id: &str, notification: &str, now: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "INSERT INTO push_queue (user_id, app_id, pushkey, notification, next_attempt_ts) \
+             SELECT user_id, app_id, pushkey, $2, $3 FROM pushers WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .bind(notification)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Claims up to `limit` pushes due at `now`, oldest first, by moving them to `lease`: another
+    /// process (or a later round) sees them only if they are still there then.
+    pub async fn claim_due_pushes(&self, now: i64, lease: i64, limit: i64) -> Result<Vec<QueuedPush>> {
+        let rows = sqlx::query(
+            "UPDATE push_queue SET next_attempt_ts = $2 WHERE next_attempt_ts <= $1 AND queue_id IN \
+             (SELECT queue_id FROM push_queue WHERE next_attempt_ts <= $1 ORDER BY queue_id LIMIT $3) \
+             RETURNING queue_id, user_id, app_id, pushkey, notification, attempts",
+        )
+        .bind(now)
+        .bind(lease)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed: Vec<QueuedPush> = rows
+            .into_iter()
+            .map(|r| QueuedPush {
+                queue_id: r.get(0),
+                user_id: r.get(1),
+                app_id: r.get(2),
+                pushkey: r.get(3),
+                notification: r.get(4),
+                attempts: r.get(5),
+            })
+            .collect();
+        claimed.sort_by_key(|q| q.queue_id);
+        Ok(claimed)
+    }
+
+    /// When the next queued push falls due, if any is queued.
+    pub async fn next_push_due(&self) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MIN(next_attempt_ts) FROM push_queue").fetch_one(&self.pool).await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn delete_queued_push(&self, queue_id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM push_queue WHERE queue_id = $1").bind(queue_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn retry_queued_push(&self, queue_id: i64, attempts: i64, next_attempt_ts: i64) -> Result<()> {
+        sqlx::query("UPDATE push_queue SET attempts = $2, next_attempt_ts = $3 WHERE queue_id = $1")
+            .bind(queue_id)
+            .bind(attempts)
+            .bind(next_attempt_ts)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
