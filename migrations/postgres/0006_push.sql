@@ -5,6 +5,8 @@
 -- this position says how far. Syncs do not show events beyond it, so an event and the counts it
 -- raises arrive together.
 INSERT INTO stream_counters (stream, position) VALUES ('push_evaluated', (SELECT COALESCE(MAX(stream_ordering), 0) FROM events));
+-- Moved by every change to pushers, so that the evaluator rereads them only after one.
+INSERT INTO stream_counters (stream, position) VALUES ('pushers', 0);
 
 -- One row per event that notified a user. `unread` turns 0 when a read receipt covers the event,
 -- so that counting a room's unread notifications reads only the unread rows.

@@ -8,7 +8,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use ruma::{
     events::AnySyncTimelineEvent,
-    push::{Action, Ruleset},
+    push::{Action, FlattenedJson, Ruleset},
     serde::Raw,
     OwnedUserId,
 };
@@ -29,7 +29,14 @@ const MAX_CACHED_CONTEXTS: usize = 10_000;
 
 /// Runs until `stopped` turns true.
 pub async fn run(push: Push, events: EventStream, mut stopped: watch::Receiver<bool>) {
-    let mut evaluator = Evaluator { push, events, contexts: HashMap::new(), rulesets: HashMap::new() };
+    let mut evaluator = Evaluator {
+        push,
+        events,
+        contexts: HashMap::new(),
+        rulesets: HashMap::new(),
+        pushers: HashMap::new(),
+        pushers_at: -1,
+    };
     let committed = evaluator.events.commits();
     loop {
         // Registered before looking, so a commit during the batch is not missed.
@@ -63,21 +70,22 @@ struct Evaluator {
     push: Push,
     events: EventStream,
     contexts: HashMap<i64, Arc<RoomPushContext>>,
-    /// Parsed rulesets by user, with the account-data position they were read at.
-    rulesets: HashMap<String, (i64, Arc<Ruleset>)>,
+    /// Parsed rulesets by user: the `account_data` stream position they were last checked at,
+    /// the position of the stored ruleset, the ruleset. No account data changed since the first:
+    /// no query.
+    rulesets: HashMap<String, (i64, i64, Arc<Ruleset>)>,
+    /// Pushers by user, valid while the `pushers` counter stays at `pushers_at`.
+    pushers: HashMap<String, Vec<Arc<PusherRow>>>,
+    pushers_at: i64,
 }
 
 impl Evaluator {
     /// Evaluates the next batch; `true` when more events are waiting.
     async fn batch(&mut self) -> Result<bool> {
         let storage = self.push.storage.clone();
-        let positions = storage.stream_positions().await?;
+        let (positions, visible) = storage.stream_positions_and_visible_events().await?;
         let from = positions.get("push_evaluated").copied().unwrap_or(0);
-        let upto = if storage.shares_event_positions() {
-            storage.visible_event_position().await?
-        } else {
-            self.events.visible()
-        };
+        let upto = visible.unwrap_or_else(|| self.events.visible());
         if upto <= from {
             self.push.evaluated.send_replace(from);
             return Ok(false);
@@ -108,29 +116,36 @@ impl Evaluator {
         let mut users: Vec<&str> = work.iter().flat_map(|(_, _, r)| r.iter().map(String::as_str)).collect();
         users.sort_unstable();
         users.dedup();
-        self.load_rulesets(&users).await?;
-        let pushers = storage.pushers_of_users(&users).await?;
-        let mut pushers_of: HashMap<&str, Vec<&PusherRow>> = HashMap::new();
-        for p in &pushers {
-            pushers_of.entry(p.user_id.as_str()).or_default().push(p);
-        }
+        let at = |stream: &str| positions.get(stream).copied().unwrap_or(0);
+        self.load_rulesets(&users, at("account_data")).await?;
+        self.load_pushers(&users, at("pushers")).await?;
+        let pushers_of = &self.pushers;
 
         let now = now_ms();
         let mut actions = Vec::new();
         let mut pushes = Vec::new();
         for (row, context, recipients) in &work {
             let Ok(raw) = Raw::<AnySyncTimelineEvent>::from_json_string(row.pdu.clone()) else { continue };
+            // Flattened once for all recipients (ruma's `get_actions` would do it per recipient).
+            let flattened = FlattenedJson::from_raw(&raw);
             let pdu: JsonValue = serde_json::from_str(&row.pdu).unwrap_or_default();
             for user in recipients {
                 let Ok(user_id) = OwnedUserId::try_from(user.as_str()) else { continue };
-                let Some((_, ruleset)) = self.rulesets.get(user.as_str()) else { continue };
+                let Some((_, _, ruleset)) = self.rulesets.get(user.as_str()) else { continue };
                 let display_name = context
                     .joined
                     .iter()
                     .find(|(u, _)| u == user)
                     .and_then(|(_, name)| name.clone())
                     .unwrap_or_else(|| user_id.localpart().to_owned());
-                let matched = ruleset.get_actions(&raw, &context.for_user(&user_id, &display_name)).await;
+                let condition_context = context.for_user(&user_id, &display_name);
+                let mut matched: &[Action] = &[];
+                for rule in ruleset.iter() {
+                    if rule.applies(&flattened, &condition_context).await {
+                        matched = rule.actions();
+                        break;
+                    }
+                }
                 if !matched.iter().any(Action::should_notify) {
                     continue;
                 }
@@ -190,21 +205,52 @@ impl Evaluator {
         Ok(Some(context))
     }
 
-    /// Makes `self.rulesets` current for `users`: one query, and parsing only what changed.
-    async fn load_rulesets(&mut self, users: &[&str]) -> Result<()> {
-        let stored = self.push.storage.push_rules_of_users(users).await?;
-        let stored: HashMap<&str, (i64, &str)> =
-            stored.iter().map(|(user, position, content)| (user.as_str(), (*position, content.as_str()))).collect();
-        for user in users {
-            let (position, content) = stored.get(user).map_or((0, None), |(p, c)| (*p, Some(*c)));
-            if self.rulesets.get(*user).is_some_and(|(cached, _)| *cached == position) {
-                continue;
-            }
-            let Ok(user_id) = OwnedUserId::try_from(*user) else { continue };
-            self.rulesets.insert((*user).to_owned(), (position, Arc::new(rules::from_account_data(&user_id, content))));
-        }
+    /// Makes `self.rulesets` current for `users`: at most one query (none when no account data
+    /// changed since they were checked), parsing only what changed.
+    async fn load_rulesets(&mut self, users: &[&str], account_data_at: i64) -> Result<()> {
         if self.rulesets.len() > MAX_CACHED_CONTEXTS * 10 {
             self.rulesets.clear();
+        }
+        let stale: Vec<&str> = users
+            .iter()
+            .copied()
+            .filter(|u| self.rulesets.get(*u).is_none_or(|(checked, _, _)| *checked != account_data_at))
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let stored = self.push.storage.push_rules_of_users(&stale).await?;
+        let stored: HashMap<&str, (i64, &str)> =
+            stored.iter().map(|(user, position, content)| (user.as_str(), (*position, content.as_str()))).collect();
+        for user in stale {
+            let (position, content) = stored.get(user).map_or((0, None), |(p, c)| (*p, Some(*c)));
+            if let Some(cached) = self.rulesets.get_mut(user).filter(|(_, stored_at, _)| *stored_at == position) {
+                cached.0 = account_data_at;
+                continue;
+            }
+            let Ok(user_id) = OwnedUserId::try_from(user) else { continue };
+            let ruleset = Arc::new(rules::from_account_data(&user_id, content));
+            self.rulesets.insert(user.to_owned(), (account_data_at, position, ruleset));
+        }
+        Ok(())
+    }
+
+    /// Makes `self.pushers` current for `users`: a query only for users not seen since the last
+    /// change to any pusher.
+    async fn load_pushers(&mut self, users: &[&str], pushers_at: i64) -> Result<()> {
+        if pushers_at != self.pushers_at || self.pushers.len() > MAX_CACHED_CONTEXTS * 10 {
+            self.pushers.clear();
+            self.pushers_at = pushers_at;
+        }
+        let missing: Vec<&str> = users.iter().copied().filter(|u| !self.pushers.contains_key(*u)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for user in &missing {
+            self.pushers.insert((*user).to_owned(), Vec::new());
+        }
+        for row in self.push.storage.pushers_of_users(&missing).await? {
+            self.pushers.entry(row.user_id.clone()).or_default().push(Arc::new(row));
         }
         Ok(())
     }

@@ -50,6 +50,37 @@ impl Storage {
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// [`Storage::stream_positions`] and, when event positions are reserved in the database
+    /// (PostgreSQL), the visible event position, in one query: what a sync or the push evaluator
+    /// reads first.
+    pub async fn stream_positions_and_visible_events(
+        &self,
+    ) -> Result<(std::collections::HashMap<String, i64>, Option<i64>)> {
+        if !self.shares_event_positions() {
+            return Ok((self.stream_positions().await?, None));
+        }
+        let rows = sqlx::query(
+            "SELECT stream, position FROM stream_counters \
+             UNION ALL SELECT '.in_flight', MIN(position) FROM event_positions_in_flight \
+             UNION ALL SELECT '.events', COALESCE(MAX(stream_ordering), 0) FROM events",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut positions = std::collections::HashMap::new();
+        let (mut in_flight, mut max) = (None, 0);
+        for row in rows {
+            let (stream, position): (String, Option<i64>) = (row.get(0), row.get(1));
+            match stream.as_str() {
+                ".in_flight" => in_flight = position,
+                ".events" => max = position.unwrap_or(0),
+                _ => {
+                    positions.insert(stream, position.unwrap_or(0));
+                }
+            }
+        }
+        Ok((positions, Some(in_flight.map_or(max, |lowest: i64| max.min(lowest - 1)))))
+    }
+
     /// The newest room event's stream ordering.
     pub async fn max_event_stream(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events").fetch_one(&self.pool).await?;

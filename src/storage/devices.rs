@@ -114,6 +114,7 @@ impl Storage {
                 format!("DELETE FROM devices WHERE user_id = $1 AND device_id IN ({})", placeholders(2, chunk.len()));
             let mut tx = self.pool.begin().await?;
             // Pushers belong to the device's access token and go with it.
+            super::delivery::next_position(&mut tx, "pushers").await?;
             for table in ["push_queue", "pushers"] {
                 let sql = format!(
                     "DELETE FROM {table} WHERE {}",
@@ -146,6 +147,7 @@ impl Storage {
     /// Deletes every device of the user but `keep` (all of them when `keep` is `None`).
     pub async fn delete_devices_except(&self, user_id: &str, keep: Option<&str>) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
+        super::delivery::next_position(&mut tx, "pushers").await?;
         for statement in [
             "DELETE FROM push_queue WHERE (user_id, app_id, pushkey) IN (SELECT user_id, app_id, pushkey FROM pushers \
              WHERE user_id = $1 AND device_id <> COALESCE($2, ''))",

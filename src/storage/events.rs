@@ -298,17 +298,6 @@ impl Storage {
         self.reservations.is_some()
     }
 
-    /// The highest event position below which everything is committed, across all processes.
-    pub async fn visible_event_position(&self) -> Result<i64> {
-        let row = sqlx::query(
-            "SELECT (SELECT MIN(position) FROM event_positions_in_flight), (SELECT COALESCE(MAX(stream_ordering), 0) FROM events)",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let (in_flight, max): (Option<i64>, i64) = (row.get(0), row.get(1));
-        Ok(in_flight.map_or(max, |lowest| max.min(lowest - 1)))
-    }
-
     /// Drops reservations older than `cutoff`: their writer died between reserving and committing.
     pub async fn drop_stale_event_positions(&self, cutoff: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM event_positions_in_flight WHERE created_ts < $1")

@@ -4,8 +4,9 @@
 use sqlx::{any::AnyRow, Row};
 
 use super::{
+    delivery::next_position,
     events::{event_row, EVENT_COLUMNS},
-    placeholders, EventRow, Storage,
+    placeholders, Backend, EventRow, Storage,
 };
 use crate::error::Result;
 
@@ -133,6 +134,12 @@ impl Storage {
         now: i64,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Evaluation results are derived data: a crash may lose the last few, and the
+            // evaluator then redoes them from the position that did survive (they share the WAL's
+            // order). Not waiting for the flush takes it off the delivery path.
+            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        }
         let moved =
             sqlx::query("UPDATE stream_counters SET position = $1 WHERE stream = 'push_evaluated' AND position = $2")
                 .bind(to)
@@ -177,17 +184,22 @@ impl Storage {
             }
             query.execute(&mut *tx).await?;
         }
-        // A user's own event reads everything before it (user, room, position).
-        for (user_id, room_id, position) in own_events {
-            sqlx::query(
-                "UPDATE event_push_actions SET unread = 0 WHERE user_id = $1 AND room_id = $2 AND unread = 1 \
-                 AND stream_ordering <= $3",
-            )
-            .bind(*user_id)
-            .bind(*room_id)
-            .bind(*position)
-            .execute(&mut *tx)
-            .await?;
+        // A user's own event reads everything before it: (user, room, position), one statement.
+        for chunk in own_events.chunks(100) {
+            let senders: Vec<String> = (0..chunk.len())
+                .map(|i| format!("SELECT ${} AS u, ${} AS r, ${} AS p", i * 3 + 1, i * 3 + 2, i * 3 + 3))
+                .collect();
+            let sql = format!(
+                "UPDATE event_push_actions SET unread = 0 WHERE unread = 1 AND EXISTS (SELECT 1 FROM ({}) s \
+                 WHERE s.u = event_push_actions.user_id AND s.r = event_push_actions.room_id \
+                 AND event_push_actions.stream_ordering <= s.p)",
+                senders.join(" UNION ALL ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (user_id, room_id, position) in chunk {
+                query = query.bind(*user_id).bind(*room_id).bind(*position);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -281,6 +293,7 @@ impl Storage {
                 sqlx::query(statement).bind(&p.app_id).bind(&p.pushkey).bind(&p.user_id).execute(&mut *tx).await?;
             }
         }
+        next_position(&mut tx, "pushers").await?;
         sqlx::query(
             "INSERT INTO pushers (user_id, app_id, pushkey, device_id, url, pusher, pushkey_ts) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET \
@@ -302,6 +315,7 @@ impl Storage {
     /// Removes a pusher and what waits for it.
     pub async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        next_position(&mut tx, "pushers").await?;
         for statement in [
             "DELETE FROM push_queue WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
             "DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",

@@ -5,7 +5,7 @@
 //!
 //! This tracks the writers of this process, which is all there is with SQLite. With PostgreSQL,
 //! where several processes may write, readers take the bound from the database instead
-//! (`Storage::visible_event_position`, over the reserved positions).
+//! (`Storage::stream_positions_and_visible_events`, over the reserved positions).
 
 use std::{
     collections::HashMap,

@@ -63,12 +63,8 @@ impl SyncService {
     pub async fn current_token(&self) -> Result<StreamToken> {
         let storage = self.rooms.storage();
         // With PostgreSQL several processes may write: the database knows what is in flight.
-        let events = if storage.shares_event_positions() {
-            storage.visible_event_position().await?
-        } else {
-            self.events.visible()
-        };
-        let positions = storage.stream_positions().await?;
+        let (positions, visible) = storage.stream_positions_and_visible_events().await?;
+        let events = visible.unwrap_or_else(|| self.events.visible());
         let at = |stream: &str| positions.get(stream).copied().unwrap_or(0);
         // Events show with the notification counts they raise: not beyond push evaluation.
         let evaluated =
