@@ -59,6 +59,12 @@ pub enum Error {
     LimitExceeded { retry_after_ms: u64 },
     #[error("{0}")]
     TooLarge(String),
+    /// Room keys for a backup version that is not the current one (403, with the current one).
+    #[error("this backup version is not the current one")]
+    WrongRoomKeysVersion(String),
+    /// A signature that does not verify (400 `M_INVALID_SIGNATURE`).
+    #[error("{0}")]
+    InvalidSignature(String),
     /// User-interactive authentication must continue (401 with flows).
     #[error("user-interactive authentication required")]
     Uia(Box<UiaaInfo>),

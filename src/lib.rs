@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod client;
 pub mod config;
+pub mod e2ee;
 pub mod ephemeral;
 pub mod error;
 pub mod http;

@@ -47,14 +47,16 @@ enum Command {
     },
 }
 
+/// What is logged unless `RUST_LOG` says otherwise; ruma's state resolution logs every event it
+/// allows at info, which would double the log and cost the send path.
+const DEFAULT_LOG: &str = "info,sqlx=warn,ruma_state_res=warn";
+
 /// Exit code for a bad configuration or an unusable database.
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG.into()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

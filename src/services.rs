@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use crate::{
     accounts::Accounts,
     config::Config,
+    e2ee::Keys,
     ephemeral::typing::Typing,
     error::Result,
     http::{limits::AuthRateLimiter, metrics::Metrics},
@@ -26,6 +27,7 @@ pub struct Services {
     pub rooms: Rooms,
     pub sync: SyncService,
     pub push: Push,
+    pub keys: Keys,
     pub auth_limiter: Arc<AuthRateLimiter>,
     pub metrics: Arc<Metrics>,
     /// Turns `true` when the server is shutting down, so that long-running requests answer early.
@@ -47,10 +49,12 @@ impl Services {
         .await?;
         let presence = Presence::new(config.presence.clone(), storage.clone(), notifier.clone());
         let push = Push::new(storage.clone(), config.server_name.clone(), config.push.clone(), notifier.clone());
+        let keys = Keys::new(storage.clone(), config.server_name.clone(), notifier.clone());
         let sync = SyncService::new(rooms.clone(), notifier, events, Typing::default(), presence, push.clone());
         Ok(Self {
             sync,
             push,
+            keys,
             rooms,
             auth_limiter: Arc::new(AuthRateLimiter::new(&config.limits)),
             config: Arc::new(config),

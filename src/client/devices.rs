@@ -57,6 +57,7 @@ pub async fn delete(s: Services, req: Ruma<delete_device::Request>) -> Result<de
     let session = req.require_session()?;
     s.accounts.authenticate_uia(&[vec![AuthType::Password]], req.body.auth.as_ref(), Some(&session.user_id)).await?;
     s.accounts.delete_devices(&session.user_id, &[req.body.device_id.as_str()]).await?;
+    s.keys.devices_changed(&session.user_id).await?;
     Ok(delete_device::Response::new())
 }
 
@@ -65,5 +66,6 @@ pub async fn delete_many(s: Services, req: Ruma<delete_devices::Request>) -> Res
     s.accounts.authenticate_uia(&[vec![AuthType::Password]], req.body.auth.as_ref(), Some(&session.user_id)).await?;
     let ids: Vec<&str> = req.body.devices.iter().map(|d| d.as_str()).collect();
     s.accounts.delete_devices(&session.user_id, &ids).await?;
+    s.keys.devices_changed(&session.user_id).await?;
     Ok(delete_devices::Response::new())
 }

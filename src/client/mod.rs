@@ -3,10 +3,12 @@
 
 mod account;
 mod account_data;
+mod backup;
 mod devices;
 mod directory;
 mod discovery;
 mod ephemeral;
+mod keys;
 mod membership;
 mod messages;
 mod presence;
@@ -100,6 +102,28 @@ pub fn routes(router: Router<Services>) -> Router<Services> {
         .endpoint(ephemeral::send_receipt)
         .endpoint(ephemeral::set_read_markers)
         .endpoint(ephemeral::to_device)
+        // End-to-end encryption keys
+        .json_endpoint(keys::upload_keys)
+        .json_endpoint(keys::query_keys)
+        .json_endpoint(keys::claim_keys)
+        .json_endpoint(keys::key_changes)
+        .json_endpoint(keys::upload_signing_keys)
+        .json_endpoint(keys::upload_signatures)
+        // Server-side key backup
+        .json_endpoint(backup::create_version)
+        .json_endpoint(backup::latest_version)
+        .json_endpoint(backup::get_version_info)
+        .json_endpoint(backup::update_version_info)
+        .json_endpoint(backup::delete_version_info)
+        .json_endpoint(backup::put_all_keys)
+        .json_endpoint(backup::put_room_keys)
+        .json_endpoint(backup::put_session_key)
+        .json_endpoint(backup::get_all_keys)
+        .json_endpoint(backup::get_room_keys)
+        .json_endpoint(backup::get_session_key)
+        .json_endpoint(backup::delete_all_keys)
+        .json_endpoint(backup::delete_room_keys)
+        .json_endpoint(backup::delete_session_key)
         // Push rules, pushers, notifications
         .endpoint(push::all_rules)
         .endpoint(push::global_rules)

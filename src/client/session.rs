@@ -48,11 +48,13 @@ pub async fn login(s: Services, req: Ruma<login::Request>) -> Result<login::Resp
 pub async fn logout(s: Services, req: Ruma<logout::Request>) -> Result<logout::Response> {
     let session = req.require_session()?;
     s.accounts.delete_devices(&session.user_id, &[session.device_id.as_str()]).await?;
+    s.keys.devices_changed(&session.user_id).await?;
     Ok(logout::Response::new())
 }
 
 pub async fn logout_all(s: Services, req: Ruma<logout_all::Request>) -> Result<logout_all::Response> {
     let session = req.require_session()?;
     s.accounts.delete_other_devices(&session.user_id, None).await?;
+    s.keys.devices_changed(&session.user_id).await?;
     Ok(logout_all::Response::new())
 }

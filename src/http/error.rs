@@ -38,6 +38,8 @@ impl Error {
             Error::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED"),
             Error::LimitExceeded { .. } => (S::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
             Error::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+            Error::InvalidSignature(_) => (S::BAD_REQUEST, "M_INVALID_SIGNATURE"),
+            Error::WrongRoomKeysVersion(_) => (S::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION"),
             Error::Uia(_) => (S::UNAUTHORIZED, "M_FORBIDDEN"),
             Error::Database(_) | Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }
@@ -69,6 +71,9 @@ impl IntoResponse for Error {
             // The UIA body is the flows object; `errcode` appears only when a stage failed.
             Error::Uia(info) => serde_json::to_value(info).unwrap_or_else(|_| json!({})),
             Error::UnknownToken => json!({ "errcode": errcode, "error": self.to_string(), "soft_logout": false }),
+            Error::WrongRoomKeysVersion(current) => {
+                json!({ "errcode": errcode, "error": self.to_string(), "current_version": current })
+            }
             Error::LimitExceeded { retry_after_ms } => {
                 json!({ "errcode": errcode, "error": self.to_string(), "retry_after_ms": retry_after_ms })
             }

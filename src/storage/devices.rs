@@ -110,35 +110,18 @@ impl Storage {
         let mut deleted = 0;
         // Bounded statements: both dialects cap the number of bind parameters.
         for chunk in device_ids.chunks(500) {
-            let sql =
-                format!("DELETE FROM devices WHERE user_id = $1 AND device_id IN ({})", placeholders(2, chunk.len()));
+            let which = format!("device_id IN ({})", placeholders(2, chunk.len()));
             let mut tx = self.pool.begin().await?;
-            // Pushers belong to the device's access token and go with it.
-            super::delivery::next_position(&mut tx, "pushers").await?;
-            for table in ["push_queue", "pushers"] {
-                let sql = format!(
-                    "DELETE FROM {table} WHERE {}",
-                    if table == "pushers" {
-                        format!("user_id = $1 AND device_id IN ({})", placeholders(2, chunk.len()))
-                    } else {
-                        format!(
-                            "(user_id, app_id, pushkey) IN (SELECT user_id, app_id, pushkey FROM pushers \
-                             WHERE user_id = $1 AND device_id IN ({}))",
-                            placeholders(2, chunk.len())
-                        )
-                    }
-                );
-                let mut query = sqlx::query(&sql).bind(user_id);
+            let mut devices = 0;
+            for statement in device_deletion(&which) {
+                let mut query = sqlx::query(&statement).bind(user_id);
                 for id in chunk {
                     query = query.bind(*id);
                 }
-                query.execute(&mut *tx).await?;
+                devices = query.execute(&mut *tx).await?.rows_affected();
             }
-            let mut query = sqlx::query(&sql).bind(user_id);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            deleted += query.execute(&mut *tx).await?.rows_affected();
+            deleted += devices;
+            finish_device_deletion(&mut tx, user_id).await?;
             tx.commit().await?;
         }
         Ok(deleted)
@@ -147,20 +130,36 @@ impl Storage {
     /// Deletes every device of the user but `keep` (all of them when `keep` is `None`).
     pub async fn delete_devices_except(&self, user_id: &str, keep: Option<&str>) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        super::delivery::next_position(&mut tx, "pushers").await?;
-        for statement in [
-            "DELETE FROM push_queue WHERE (user_id, app_id, pushkey) IN (SELECT user_id, app_id, pushkey FROM pushers \
-             WHERE user_id = $1 AND device_id <> COALESCE($2, ''))",
-            "DELETE FROM pushers WHERE user_id = $1 AND device_id <> COALESCE($2, '')",
-        ] {
-            sqlx::query(statement).bind(user_id).bind(keep).execute(&mut *tx).await?;
+        let mut deleted = 0;
+        for statement in device_deletion("device_id <> COALESCE($2, '')") {
+            deleted = sqlx::query(&statement).bind(user_id).bind(keep).execute(&mut *tx).await?.rows_affected();
         }
-        let done = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id <> COALESCE($2, '')")
-            .bind(user_id)
-            .bind(keep)
-            .execute(&mut *tx)
-            .await?;
+        finish_device_deletion(&mut tx, user_id).await?;
         tx.commit().await?;
-        Ok(done.rows_affected())
+        Ok(deleted)
     }
+}
+
+/// The statements deleting the user's (`$1`) devices that match `which`, with what belongs to
+/// them: their pushers and queued pushes (pushers belong to the device's access token), their
+/// end-to-end keys. The devices themselves go last, so the last statement counts them.
+fn device_deletion(which: &str) -> Vec<String> {
+    vec![
+        format!(
+            "DELETE FROM push_queue WHERE (user_id, app_id, pushkey) IN \
+             (SELECT user_id, app_id, pushkey FROM pushers WHERE user_id = $1 AND {which})"
+        ),
+        format!("DELETE FROM pushers WHERE user_id = $1 AND {which}"),
+        format!("DELETE FROM device_keys WHERE user_id = $1 AND {which}"),
+        format!("DELETE FROM one_time_keys WHERE user_id = $1 AND {which}"),
+        format!("DELETE FROM fallback_keys WHERE user_id = $1 AND {which}"),
+        format!("DELETE FROM devices WHERE user_id = $1 AND {which}"),
+    ]
+}
+
+/// Device deletion changes the user's pushers and device list.
+async fn finish_device_deletion(tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str) -> Result<()> {
+    super::delivery::next_position(tx, "pushers").await?;
+    super::keys::record_device_list_change(tx, user_id).await?;
+    Ok(())
 }

@@ -5,9 +5,11 @@
 //! (`$n` placeholders, `ON CONFLICT`, `RETURNING` work in both); flags are stored as 0/1 integers
 //! and timestamps as milliseconds so that both dialects decode to the same Rust types.
 
+mod backup;
 mod delivery;
 mod devices;
 mod events;
+mod keys;
 mod presence;
 mod profile;
 mod push;
@@ -23,9 +25,11 @@ use sqlx::{
     AnyPool, Executor,
 };
 
+pub use backup::{BackupKeyRow, BackupVersionRow};
 pub use delivery::{AccountDataRow, ReceiptRow, ToDeviceRow};
 pub use devices::{DeviceRow, SessionRow};
 pub use events::{EventRow, NewEvent, RoomWrite};
+pub use keys::DeviceKeysRow;
 pub use presence::PresenceRow;
 pub use push::{NewPushAction, NewQueuedPush, NotificationRow, PusherRow, QueuedPush};
 pub use rooms::RoomRow;

@@ -76,6 +76,7 @@ impl SyncService {
             receipts: at("receipts"),
             typing: self.typing.serial(),
             presence: at("presence"),
+            device_lists: at("device_lists"),
         })
     }
 
@@ -217,7 +218,13 @@ impl SyncService {
                     .push(json!({"type": "m.presence", "sender": row.user_id, "content": self.presence.content(&row)}));
             }
         }
-        let has_news = !(rooms.join.is_empty()
+        let (changed, left) = self.device_list_changes(user_id, since, &now, &rooms).await?;
+        let (key_counts, unused_fallbacks) = storage.key_counts(user_id, request.device_id).await?;
+        let key_counts: serde_json::Map<String, JsonValue> =
+            key_counts.into_iter().map(|(algorithm, count)| (algorithm, json!(count))).collect();
+        let has_news = !(changed.is_empty()
+            && left.is_empty()
+            && rooms.join.is_empty()
             && rooms.invite.is_empty()
             && rooms.leave.is_empty()
             && global_account_data.is_empty()
@@ -229,10 +236,59 @@ impl SyncService {
             "account_data": {"events": global_account_data},
             "to_device": {"events": to_device},
             "presence": {"events": presence},
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
+            "device_lists": {"changed": changed, "left": left},
+            "device_one_time_keys_count": key_counts,
+            "device_unused_fallback_key_types": unused_fallbacks,
         });
         Ok((response, has_news))
+    }
+
+    /// `device_lists` (spec: "Extensions to /sync"): users sharing a room whose devices or keys
+    /// changed, users who newly share a room (their keys are news to the viewer), and users who no
+    /// longer share any.
+    async fn device_list_changes(
+        &self,
+        user_id: &str,
+        since: Option<&StreamToken>,
+        now: &StreamToken,
+        rooms: &rooms::RoomsSection,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let Some(since) = since else { return Ok((Vec::new(), Vec::new())) };
+        let storage = self.rooms.storage();
+        let mut changed = if since.device_lists != now.device_lists {
+            storage.device_list_changes_for(user_id, since.device_lists, now.device_lists).await?
+        } else {
+            Vec::new()
+        };
+        let mut gone = Vec::new();
+        for room in rooms.join.values() {
+            let events = room["timeline"]["events"].as_array().into_iter().flatten();
+            for event in events.chain(room["state"]["events"].as_array().into_iter().flatten()) {
+                let Some(member) = event["state_key"].as_str().filter(|_| event["type"] == "m.room.member") else {
+                    continue;
+                };
+                match event["content"]["membership"].as_str() {
+                    Some("join") if member != user_id => changed.push(member.to_owned()),
+                    Some("leave" | "ban") if member != user_id => gone.push(member.to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        let left_rooms: Vec<&str> = rooms.leave.keys().map(String::as_str).collect();
+        if !left_rooms.is_empty() {
+            gone.extend(storage.members_of_rooms(&left_rooms).await?.into_iter().map(|(_, user, _)| user));
+        }
+        let mut left = Vec::new();
+        if !gone.is_empty() {
+            let sharing = storage.users_sharing_rooms(user_id).await?;
+            left = gone.into_iter().filter(|u| u != user_id && !sharing.contains(u)).collect();
+            left.sort_unstable();
+            left.dedup();
+        }
+        changed.retain(|u| !left.contains(u));
+        changed.sort_unstable();
+        changed.dedup();
+        Ok((changed, left))
     }
 
     /// `unread_notifications` of each joined room in the response, and per thread

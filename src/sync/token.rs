@@ -1,5 +1,6 @@
 //! Sync tokens: the position of each stream, written
-//! `s<events>_<account data>_<to-device>_<receipts>_<typing>_<presence>`.
+//! `s<events>_<account data>_<to-device>_<receipts>_<typing>_<presence>_<device lists>` (tokens
+//! issued before a stream existed lack its part, which reads as 0).
 
 use crate::error::{Error, Result};
 
@@ -11,6 +12,7 @@ pub struct StreamToken {
     pub receipts: i64,
     pub typing: i64,
     pub presence: i64,
+    pub device_lists: i64,
 }
 
 impl StreamToken {
@@ -18,7 +20,7 @@ impl StreamToken {
         let bad = || Error::InvalidParam(format!("invalid sync token {token:?}"));
         let digits = token.strip_prefix('s').ok_or_else(bad)?;
         let parts: Vec<i64> = digits.split('_').map(|p| p.parse::<i64>().map_err(|_| bad())).collect::<Result<_>>()?;
-        if parts.is_empty() || parts.len() > 6 || parts.iter().any(|p| *p < 0) {
+        if parts.is_empty() || parts.len() > 7 || parts.iter().any(|p| *p < 0) {
             return Err(bad());
         }
         let at = |i: usize| parts.get(i).copied().unwrap_or(0);
@@ -29,6 +31,7 @@ impl StreamToken {
             receipts: at(3),
             typing: at(4),
             presence: at(5),
+            device_lists: at(6),
         })
     }
 }
@@ -37,8 +40,14 @@ impl std::fmt::Display for StreamToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "s{}_{}_{}_{}_{}_{}",
-            self.events, self.account_data, self.to_device, self.receipts, self.typing, self.presence
+            "s{}_{}_{}_{}_{}_{}_{}",
+            self.events,
+            self.account_data,
+            self.to_device,
+            self.receipts,
+            self.typing,
+            self.presence,
+            self.device_lists
         )
     }
 }
@@ -49,9 +58,17 @@ mod tests {
 
     #[test]
     fn round_trip_and_garbage() {
-        let token = StreamToken { events: 72, account_data: 4, to_device: 9, receipts: 3, typing: 10, presence: 2 };
+        let token = StreamToken {
+            events: 72,
+            account_data: 4,
+            to_device: 9,
+            receipts: 3,
+            typing: 10,
+            presence: 2,
+            device_lists: 5,
+        };
         assert_eq!(StreamToken::parse(&token.to_string()).unwrap(), token);
-        for bad in ["", "s", "x1_2", "s1_a", "s-1", "s1_2_3_4_5_6_7"] {
+        for bad in ["", "s", "x1_2", "s1_a", "s-1", "s1_2_3_4_5_6_7_8"] {
             assert!(StreamToken::parse(bad).is_err(), "{bad}");
         }
     }

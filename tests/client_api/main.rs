@@ -10,6 +10,7 @@ mod directory;
 mod discovery;
 mod errors;
 mod history;
+mod keys;
 mod presence;
 mod processes;
 mod profile;
