@@ -40,6 +40,18 @@ pub struct Config {
     pub presence: PresenceConfig,
     #[serde(default)]
     pub push: PushConfig,
+    #[serde(default)]
+    pub user_directory: UserDirectoryConfig,
+}
+
+/// Who `/user_directory/search` finds.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserDirectoryConfig {
+    /// Every active local user, not only those who share a room with the searcher or sit in a
+    /// room of the public directory (as Synapse's option of the same name).
+    #[serde(default)]
+    pub search_all_users: bool,
 }
 
 /// Delivery to push gateways. Durations are in seconds.
@@ -257,6 +269,7 @@ impl Config {
             rooms: RoomsConfig::default(),
             presence: PresenceConfig::default(),
             push: PushConfig::default(),
+            user_directory: UserDirectoryConfig::default(),
         }
     }
 

@@ -20,6 +20,7 @@ backend_tests!(
     sigkill_loses_no_acknowledged_event,
     matrix_nio_end_to_end,
     matrix_js_sdk_end_to_end,
+    matrix_js_sdk_encrypted_dm,
 );
 
 fn axon() -> Command {
@@ -435,17 +436,29 @@ async fn matrix_nio_end_to_end(backend: Backend) {
 /// a 10-member group, one user on two devices, the online indicator, typing, read receipts,
 /// scroll-back.
 async fn matrix_js_sdk_end_to_end(backend: Backend) {
+    run_js_sdk_script(backend, "e2e.mjs", "[presence]\noffline_after = 2\nidle_after = 4\n").await;
+}
+
+/// matrix-js-sdk with its Rust crypto (WASM), set up as Element does (tests/clients/js/e2ee.mjs):
+/// cross-signing and secret storage with a key backup, an encrypted DM decrypted on both sides, and a
+/// new device that restores the key backup and decrypts the history.
+async fn matrix_js_sdk_encrypted_dm(backend: Backend) {
+    run_js_sdk_script(backend, "e2ee.mjs", "").await;
+}
+
+/// Runs one script of tests/clients/js against a real `axon serve` on a fresh database.
+async fn run_js_sdk_script(backend: Backend, script: &'static str, config_extra: &str) {
     let dir_js = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/js");
     assert!(
-        Path::new(dir_js).join("node_modules/matrix-js-sdk").exists(),
+        Path::new(dir_js).join("node_modules/@matrix-org/matrix-sdk-crypto-wasm").exists(),
         "matrix-js-sdk is not installed: run the suite with scripts/test, which installs it"
     );
     let db = TestDatabase::create(backend).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &db.url, "[presence]\noffline_after = 2\nidle_after = 4\n");
+    let config = write_config(dir.path(), &db.url, config_extra);
     let (mut child, addr) = serve(&config);
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("node").arg("e2e.mjs").current_dir(dir_js).env("AXON_URL", format!("http://{addr}")).output()
+        Command::new("node").arg(script).current_dir(dir_js).env("AXON_URL", format!("http://{addr}")).output()
     })
     .await
     .unwrap()
@@ -454,6 +467,6 @@ async fn matrix_js_sdk_end_to_end(backend: Backend) {
     let _ = wait_exit(&mut child);
     db.drop_database().await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "matrix-js-sdk checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{script} checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }

@@ -9,6 +9,7 @@ pub mod username;
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 
 pub use credentials::{hash_password, random_id, token_hash};
+pub use profile::DirectoryEntry;
 
 use crate::{
     error::{Error, Result},

@@ -70,6 +70,50 @@ fn check_field_name(field: &str) -> Result<()> {
     }
 }
 
+/// A user the directory search found, with their global profile.
+pub struct DirectoryEntry {
+    pub user_id: String,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+/// Results a directory search returns at most, whatever the client asks.
+const MAX_DIRECTORY_RESULTS: usize = 50;
+
+impl Accounts {
+    /// The user directory (spec: "User directory"): users who share a room with `searcher` or sit in
+    /// a room of the public directory (`everyone`: any active user), whose localpart or display name
+    /// contains `term`. Returns the matches and whether more were left out.
+    pub async fn search_directory(
+        &self,
+        searcher: &UserId,
+        term: &str,
+        everyone: bool,
+        limit: usize,
+    ) -> Result<(Vec<DirectoryEntry>, bool)> {
+        let term = term.trim().to_lowercase();
+        if term.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let limit = limit.clamp(1, MAX_DIRECTORY_RESULTS);
+        let mut rows = self.storage.search_user_directory(searcher.as_str(), &term, everyone, limit as i64 + 1).await?;
+        let limited = rows.len() > limit;
+        rows.truncate(limit);
+        // By user ID in byte order on both databases (PostgreSQL's collation may differ).
+        rows.sort();
+        let text = |json: Option<String>| json.and_then(|v| serde_json::from_str::<String>(&v).ok());
+        let entries = rows
+            .into_iter()
+            .map(|(user_id, display_name, avatar_url)| DirectoryEntry {
+                user_id,
+                display_name: text(display_name),
+                avatar_url: text(avatar_url),
+            })
+            .collect();
+        Ok((entries, limited))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -26,7 +26,11 @@ pub async fn versions(
     _: Ruma<get_supported_versions::Request>,
 ) -> Result<get_supported_versions::Response> {
     let mut response = get_supported_versions::Response::new(SPEC_VERSIONS.iter().map(|v| (*v).to_owned()).collect());
-    response.unstable_features = BTreeMap::from([(super::ws::UNSTABLE_FEATURE.to_owned(), true)]);
+    // Element sets up cross-signing at registration only where this flag is set (Synapse sets it too).
+    response.unstable_features = BTreeMap::from([
+        (super::ws::UNSTABLE_FEATURE.to_owned(), true),
+        ("org.matrix.e2e_cross_signing".to_owned(), true),
+    ]);
     Ok(response)
 }
 

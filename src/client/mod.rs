@@ -9,15 +9,21 @@ mod directory;
 mod discovery;
 mod ephemeral;
 mod keys;
+mod media;
 mod membership;
 mod messages;
 mod presence;
 mod profile;
 mod push;
 mod register;
+mod report;
 mod rooms;
+mod search;
 mod session;
 mod sync;
+mod thirdparty;
+mod user_directory;
+mod voip;
 pub mod ws;
 
 use axum::Router;
@@ -39,6 +45,7 @@ pub fn routes(router: Router<Services>) -> Router<Services> {
         .endpoint(account::whoami)
         .endpoint(account::change_password)
         .endpoint(account::deactivate)
+        .json_endpoint(account::third_party_ids)
         // Login and logout
         .endpoint(session::login_types)
         .endpoint(session::login)
@@ -62,6 +69,7 @@ pub fn routes(router: Router<Services>) -> Router<Services> {
         .endpoint(rooms::get_state_event)
         .endpoint(rooms::get_all_state_events)
         .endpoint(rooms::redact_event)
+        .endpoint(rooms::upgrade)
         // Room membership
         .endpoint(membership::join_id)
         .endpoint(membership::join_id_or_alias)
@@ -137,6 +145,18 @@ pub fn routes(router: Router<Services>) -> Router<Services> {
         .endpoint(push::list_pushers)
         .endpoint(push::set_pusher)
         .endpoint(push::list_notifications)
+        // Search and the user directory
+        .json_endpoint(search::search)
+        .json_endpoint(user_directory::search)
+        // Reporting content
+        .endpoint(report::event)
+        .endpoint(report::room)
+        .endpoint(report::user)
+        // What a text-only server without bridges or relays answers for media, VoIP and bridges
+        .endpoint(media::config)
+        .endpoint(media::legacy_config)
+        .json_endpoint(voip::turn_server)
+        .endpoint(thirdparty::protocols)
         // Presence
         .endpoint(presence::put_status)
         .endpoint(presence::get_status)

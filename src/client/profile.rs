@@ -30,11 +30,18 @@ pub async fn get_field(s: Services, req: Ruma<get_field::Request>) -> Result<get
     Ok(get_field::Response::new(value))
 }
 
+/// The profile fields that room member events carry.
+const ROOM_PROFILE_FIELDS: &[&str] = &["displayname", "avatar_url"];
+
 pub async fn set_field(s: Services, req: Ruma<set_field::Request>) -> Result<set_field::Response> {
     let session = req.require_session()?;
     session.require_user(&req.body.user_id, "profile")?;
     let value = &req.body.value;
-    s.accounts.set_profile_field(&session.user_id, value.field_name().as_str(), &value.value()).await?;
+    let field = value.field_name();
+    s.accounts.set_profile_field(&session.user_id, field.as_str(), &value.value()).await?;
+    if ROOM_PROFILE_FIELDS.contains(&field.as_str()) {
+        s.rooms.propagate_profile(&session.user_id).await?;
+    }
     Ok(set_field::Response::new())
 }
 
@@ -42,5 +49,8 @@ pub async fn delete_field(s: Services, req: Ruma<delete_field::Request>) -> Resu
     let session = req.require_session()?;
     session.require_user(&req.body.user_id, "profile")?;
     s.accounts.delete_profile_field(&session.user_id, req.body.field.as_str()).await?;
+    if ROOM_PROFILE_FIELDS.contains(&req.body.field.as_str()) {
+        s.rooms.propagate_profile(&session.user_id).await?;
+    }
     Ok(delete_field::Response::new())
 }

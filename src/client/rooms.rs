@@ -1,10 +1,10 @@
-//! Room creation, sending, state and redaction (spec: "Creation", "Sending events to a room",
-//! "Getting events for a room", "Redactions").
+//! Room creation, sending, state, redaction and upgrades (spec: "Creation", "Sending events to a
+//! room", "Getting events for a room", "Redactions", "Room Upgrades").
 
 use ruma::api::client::{
     message::send_message_event::v3 as send,
     redact::redact_event::v3 as redact,
-    room::{create_room::v3 as create_room, Visibility},
+    room::{create_room::v3 as create_room, upgrade_room::v3 as upgrade_room, Visibility},
     state::{
         get_state_event_for_key::v3 as get_state, get_state_events::v3 as get_all_state,
         send_state_event::v3 as put_state,
@@ -184,4 +184,11 @@ pub async fn redact_event(s: Services, req: Ruma<redact::Request>) -> Result<red
         .await?;
     s.sync.presence().active(session.user_id.as_str()).await?;
     Ok(redact::Response::new(appended.event_id))
+}
+
+pub async fn upgrade(s: Services, req: Ruma<upgrade_room::Request>) -> Result<upgrade_room::Response> {
+    let session = req.require_session()?;
+    let b = &req.body;
+    let replacement = s.rooms.upgrade(&session.user_id, &b.room_id, b.new_version.as_str()).await?;
+    Ok(upgrade_room::Response::new(replacement))
 }

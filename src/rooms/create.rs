@@ -81,6 +81,14 @@ impl Rooms {
         if preset != Preset::PublicChat {
             events.push(EventDraft::state("m.room.guest_access", "", json!({"guest_access": "can_join"})));
         }
+        // initial_state overrides the preset's events of the same type and state key (spec:
+        // "createRoom": it is sent after the preset and takes precedence).
+        events.retain(|e| {
+            !request.initial_state.iter().any(|i| i.kind == e.kind && i.state_key == e.state_key)
+                || e.kind == "m.room.create"
+                || e.kind == "m.room.member"
+                || e.kind == "m.room.power_levels"
+        });
         events.extend(request.initial_state.iter().cloned());
         if let Some(name) = &request.name {
             events.push(EventDraft::state("m.room.name", "", json!({"name": name})));

@@ -10,15 +10,42 @@ use crate::{
     storage::{now_ms, EventRow, Storage},
 };
 
-/// Formats rows for a reader, fetching the redaction events of redacted rows in one query.
-pub async fn client_events(storage: &Storage, rows: &[EventRow]) -> Result<Vec<JsonValue>> {
-    let redaction_ids: Vec<&str> = rows.iter().filter_map(|r| r.redacted_by.as_deref()).collect();
-    let redactions: HashMap<String, JsonValue> = if redaction_ids.is_empty() {
+/// Formats rows for a reader, fetching in one query the redaction events of redacted rows and the
+/// state events that state rows replaced.
+pub async fn client_events<'a>(
+    storage: &Storage,
+    rows: impl IntoIterator<Item = &'a EventRow>,
+) -> Result<Vec<JsonValue>> {
+    let rows: Vec<&EventRow> = rows.into_iter().collect();
+    let related: Vec<&str> =
+        rows.iter().flat_map(|r| [r.redacted_by.as_deref(), r.replaces_state.as_deref()]).flatten().collect();
+    let related: HashMap<String, EventRow> = if related.is_empty() {
         HashMap::new()
     } else {
-        storage.events(&redaction_ids).await?.iter().map(|r| (r.event_id.clone(), client_event(r, None))).collect()
+        storage.events(&related).await?.into_iter().map(|r| (r.event_id.clone(), r)).collect()
     };
-    Ok(rows.iter().map(|r| client_event(r, r.redacted_by.as_ref().and_then(|id| redactions.get(id)))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let redaction = r.redacted_by.as_ref().and_then(|id| related.get(id)).map(|e| client_event(e, None));
+            let mut event = client_event(r, redaction.as_ref());
+            if let Some(previous) = r.replaces_state.as_ref().and_then(|id| related.get(id)) {
+                add_previous_state(&mut event, previous);
+            }
+            event
+        })
+        .collect())
+}
+
+/// `unsigned.prev_content`, `prev_sender` and `replaces_state` of a state event (spec:
+/// "UnsignedData"): clients read an invite's `is_direct` and profile changes from them.
+fn add_previous_state(event: &mut JsonValue, previous: &EventRow) {
+    let pdu: JsonValue = serde_json::from_str(&previous.pdu).unwrap_or(JsonValue::Null);
+    event["unsigned"]["replaces_state"] = json!(previous.event_id);
+    event["unsigned"]["prev_sender"] = json!(previous.sender);
+    if let Some(content) = pdu.get("content") {
+        event["unsigned"]["prev_content"] = content.clone();
+    }
 }
 
 pub fn client_event(row: &EventRow, redacted_because: Option<&JsonValue>) -> JsonValue {

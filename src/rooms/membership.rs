@@ -30,6 +30,36 @@ impl Rooms {
         .await
     }
 
+    /// Sends the user's new display name and avatar to every room they have joined (spec:
+    /// "Events on change of profile information"). A room that refuses the event (e.g. power
+    /// levels on member events) keeps the old profile; the others are still updated.
+    pub async fn propagate_profile(&self, user_id: &UserId) -> Result<()> {
+        let content = self.member_content(user_id, "join", None).await?;
+        for (room, _) in self.storage.rooms_of_user(user_id.as_str(), &["join"]).await? {
+            let Ok(room_id) = RoomId::parse(&room) else { continue };
+            let result = self
+                .append_with(&room_id, user_id, None, |state| {
+                    let current = state.get("m.room.member", user_id.as_str()).map(|p| p.content_json());
+                    let unchanged = current.as_ref().is_some_and(|c| {
+                        c["membership"] == "join"
+                            && c.get("displayname") == content.get("displayname")
+                            && c.get("avatar_url") == content.get("avatar_url")
+                    });
+                    if unchanged || state.membership(user_id).as_deref() != Some("join") {
+                        return Err(Error::NotFound("nothing to update".into()));
+                    }
+                    Ok(EventDraft::state("m.room.member", user_id.as_str(), content.clone()))
+                })
+                .await;
+            match result {
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(e @ (Error::Database(_) | Error::Internal(_))) => return Err(e),
+                Err(e) => tracing::info!(%room_id, %user_id, error = %e, "profile change not sent to the room"),
+            }
+        }
+        Ok(())
+    }
+
     pub async fn invite(
         &self,
         room_id: &RoomId,

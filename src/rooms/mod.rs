@@ -9,9 +9,12 @@ pub mod format;
 mod history;
 mod membership;
 pub mod pdu;
+mod report;
 mod resolve;
+mod search;
 mod signing;
 mod state;
+mod upgrade;
 
 use std::{
     collections::HashMap,
@@ -33,6 +36,7 @@ pub use self::{
     history::{pagination_token, parse_pagination_token, Direction, MessagesPage, Pagination, RoomEventFilter},
     membership::Moderation,
     pdu::{EventDraft, Pdu, PduRef},
+    search::{SearchOrder, SearchQuery},
     state::{PowerAction, RoomState},
 };
 use crate::{
@@ -250,6 +254,9 @@ impl Rooms {
             snapshot.map(|(id, _)| id).ok_or_else(|| Error::internal("first event of a room must be state"))?;
 
         // Readers must not pass this event's position before it commits.
+        let search_text = search::searchable_text(&draft.kind, &draft.content);
+        let replaces_state =
+            draft.state_key.as_ref().and_then(|key| state.get(&draft.kind, key)).map(|p| p.event_id.to_string());
         let stream_write = self.events.begin();
         let reserved = self.storage.reserve_event_position(now_ms()).await?;
         let persisted: Result<i64> = async {
@@ -265,6 +272,8 @@ impl Rooms {
                     origin_server_ts: fields.origin_server_ts as i64,
                     state_snapshot: snapshot_id,
                     pdu: &json,
+                    search_text: search_text.as_deref(),
+                    replaces_state: replaces_state.as_deref(),
                 })
                 .await?;
             stream_write.took(stream);

@@ -4,7 +4,7 @@
 
 use sqlx::{any::AnyRow, Any, Row, Transaction};
 
-use super::{placeholders, Storage};
+use super::{placeholders, Backend, Storage};
 use crate::error::Result;
 
 /// A stored event as the room and client layers read it.
@@ -19,10 +19,12 @@ pub struct EventRow {
     pub state_snapshot: i64,
     pub pdu: String,
     pub redacted_by: Option<String>,
+    /// The state event this one replaced.
+    pub replaces_state: Option<String>,
 }
 
 pub(super) const EVENT_COLUMNS: &str =
-    "stream_ordering, event_id, room_id, event_type, state_key, sender, state_snapshot, pdu, redacted_by";
+    "stream_ordering, event_id, room_id, event_type, state_key, sender, state_snapshot, pdu, redacted_by, replaces_state";
 
 pub(super) fn event_row(r: AnyRow) -> EventRow {
     EventRow {
@@ -35,6 +37,7 @@ pub(super) fn event_row(r: AnyRow) -> EventRow {
         state_snapshot: r.get(6),
         pdu: r.get(7),
         redacted_by: r.get(8),
+        replaces_state: r.get(9),
     }
 }
 
@@ -52,6 +55,9 @@ pub struct NewEvent<'a> {
     pub origin_server_ts: i64,
     pub state_snapshot: i64,
     pub pdu: &'a str,
+    /// The text full-text search indexes for this event (see `rooms::search`), if any.
+    pub search_text: Option<&'a str>,
+    pub replaces_state: Option<&'a str>,
 }
 
 /// The transaction in which one event of one room is persisted. It begins by updating the room's
@@ -59,6 +65,7 @@ pub struct NewEvent<'a> {
 /// SQLite) until commit: writers of one room are serialized across processes.
 pub struct RoomWrite {
     tx: Transaction<'static, Any>,
+    backend: Backend,
 }
 
 impl Storage {
@@ -70,7 +77,7 @@ impl Storage {
             .bind(room_id)
             .fetch_optional(&mut *tx)
             .await?;
-        Ok(head.map(|r| (RoomWrite { tx }, r.get(0))))
+        Ok(head.map(|r| (RoomWrite { tx, backend: self.backend }, r.get(0))))
     }
 
     pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>> {
@@ -353,16 +360,17 @@ impl Storage {
         Ok(found)
     }
 
-    /// (room, user, membership) of every joined or invited member of the rooms.
-    pub async fn members_of_rooms(&self, room_ids: &[&str]) -> Result<Vec<(String, String, String)>> {
+    /// (room, user, membership, stream ordering of the membership) of every joined or invited
+    /// member of the rooms.
+    pub async fn members_of_rooms(&self, room_ids: &[&str]) -> Result<Vec<(String, String, String, i64)>> {
         let mut found = Vec::new();
         for chunk in room_ids.chunks(500) {
             let sql = format!(
-                "SELECT room_id, user_id, membership FROM room_memberships WHERE membership IN ('join', 'invite')                  AND room_id IN ({}) ORDER BY room_id, stream_ordering",
+                "SELECT room_id, user_id, membership, stream_ordering FROM room_memberships WHERE membership IN ('join', 'invite')                  AND room_id IN ({}) ORDER BY room_id, stream_ordering",
                 placeholders(1, chunk.len())
             );
             let rows = bind_all!(sqlx::query(&sql), chunk).fetch_all(&self.pool).await?;
-            found.extend(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))));
+            found.extend(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))));
         }
         Ok(found)
     }
@@ -376,24 +384,45 @@ impl RoomWrite {
                 .execute(&mut *self.tx)
                 .await?;
         }
-        let row = sqlx::query(
-            "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender, origin_server_ts, \
-             state_snapshot, pdu) VALUES (COALESCE($1, (SELECT COALESCE(MAX(stream_ordering), 0) + 1 FROM events)), \
-             $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING stream_ordering",
-        )
-        .bind(e.stream_ordering)
-        .bind(e.event_id)
-        .bind(e.room_id)
-        .bind(e.depth)
-        .bind(e.event_type)
-        .bind(e.state_key)
-        .bind(e.sender)
-        .bind(e.origin_server_ts)
-        .bind(e.state_snapshot)
-        .bind(e.pdu)
-        .fetch_one(&mut *self.tx)
-        .await?;
-        Ok(row.get(0))
+        // PostgreSQL computes the search vector inside this INSERT; SQLite indexes in its FTS5 table.
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender, \
+                 origin_server_ts, state_snapshot, pdu, replaces_state, search_vector) VALUES (COALESCE($1, (SELECT COALESCE(MAX(stream_ordering), \
+                 0) + 1 FROM events)), $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                 $11, to_tsvector('english', $12)) RETURNING stream_ordering"
+            }
+            Backend::Sqlite => {
+                "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender, \
+                 origin_server_ts, state_snapshot, pdu, replaces_state) VALUES (COALESCE($1, (SELECT \
+                 COALESCE(MAX(stream_ordering), 0) + 1 FROM events)), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 RETURNING stream_ordering"
+            }
+        };
+        let mut query = sqlx::query(sql)
+            .bind(e.stream_ordering)
+            .bind(e.event_id)
+            .bind(e.room_id)
+            .bind(e.depth)
+            .bind(e.event_type)
+            .bind(e.state_key)
+            .bind(e.sender)
+            .bind(e.origin_server_ts)
+            .bind(e.state_snapshot)
+            .bind(e.pdu)
+            .bind(e.replaces_state);
+        if self.backend == Backend::Postgres {
+            query = query.bind(e.search_text);
+        }
+        let stream: i64 = query.fetch_one(&mut *self.tx).await?.get(0);
+        if let (Backend::Sqlite, Some(text)) = (self.backend, e.search_text) {
+            sqlx::query("INSERT INTO event_search (rowid, body) VALUES ($1, $2)")
+                .bind(stream)
+                .bind(text)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(stream)
     }
 
     /// Records `prev_events` and `auth_events` edges of a new event.
@@ -506,12 +535,22 @@ impl RoomWrite {
 
     /// Replaces an event's PDU by its redacted form.
     pub async fn redact_event(&mut self, event_id: &str, redacted_pdu: &str, redacted_by: &str) -> Result<()> {
-        sqlx::query("UPDATE events SET pdu = $2, redacted_by = $3 WHERE event_id = $1")
+        // The redacted text leaves the search index with the content.
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "UPDATE events SET pdu = $2, redacted_by = $3, search_vector = NULL WHERE event_id = $1"
+            }
+            Backend::Sqlite => "UPDATE events SET pdu = $2, redacted_by = $3 WHERE event_id = $1",
+        };
+        sqlx::query(sql).bind(event_id).bind(redacted_pdu).bind(redacted_by).execute(&mut *self.tx).await?;
+        if self.backend == Backend::Sqlite {
+            sqlx::query(
+                "DELETE FROM event_search WHERE rowid = (SELECT stream_ordering FROM events WHERE event_id = $1)",
+            )
             .bind(event_id)
-            .bind(redacted_pdu)
-            .bind(redacted_by)
             .execute(&mut *self.tx)
             .await?;
+        }
         Ok(())
     }
 

@@ -37,22 +37,21 @@ impl Storage {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         if let Some(keys) = device_keys {
-            let current = sqlx::query("SELECT keys FROM device_keys WHERE user_id = $1 AND device_id = $2")
-                .bind(user_id)
-                .bind(device_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.get::<String, _>(0));
-            if current.as_deref() != Some(keys) {
-                sqlx::query(
-                    "INSERT INTO device_keys (user_id, device_id, keys) VALUES ($1, $2, $3) \
-                     ON CONFLICT (user_id, device_id) DO UPDATE SET keys = excluded.keys",
-                )
-                .bind(user_id)
-                .bind(device_id)
-                .bind(keys)
-                .execute(&mut *tx)
-                .await?;
+            // The transaction writes before it reads: on SQLite one that reads first and then writes
+            // fails at once with "database is locked" when another connection committed in between
+            // (busy_timeout does not cover upgrading a stale read snapshot). The upsert returns a
+            // row only when it stored something new: a new device's keys or a real change.
+            let changed = sqlx::query(
+                "INSERT INTO device_keys (user_id, device_id, keys) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id, device_id) DO UPDATE SET keys = excluded.keys \
+                 WHERE device_keys.keys <> excluded.keys RETURNING device_id",
+            )
+            .bind(user_id)
+            .bind(device_id)
+            .bind(keys)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if changed.is_some() {
                 record_device_list_change(&mut tx, user_id).await?;
             }
         }

@@ -14,6 +14,7 @@ mod presence;
 mod profile;
 mod push;
 mod rooms;
+mod search;
 mod uia;
 mod users;
 
@@ -33,6 +34,7 @@ pub use keys::DeviceKeysRow;
 pub use presence::PresenceRow;
 pub use push::{NewPushAction, NewQueuedPush, NotificationRow, PusherRow, QueuedPush};
 pub use rooms::RoomRow;
+pub use search::{DirectoryRow, EventSearch};
 pub use uia::UiaSessionRow;
 pub use users::UserRow;
 

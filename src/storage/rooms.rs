@@ -51,6 +51,16 @@ impl Storage {
         Ok(())
     }
 
+    /// Points every alias of `old` at `new` (a room upgrade); returns how many moved.
+    pub async fn move_room_aliases(&self, old: &str, new: &str) -> Result<u64> {
+        let done = sqlx::query("UPDATE room_aliases SET room_id = $2 WHERE room_id = $1")
+            .bind(old)
+            .bind(new)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn published_room_ids(&self) -> Result<Vec<String>> {
         let rows =
             sqlx::query("SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_id").fetch_all(&self.pool).await?;

@@ -276,7 +276,7 @@ impl SyncService {
         }
         let left_rooms: Vec<&str> = rooms.leave.keys().map(String::as_str).collect();
         if !left_rooms.is_empty() {
-            gone.extend(storage.members_of_rooms(&left_rooms).await?.into_iter().map(|(_, user, _)| user));
+            gone.extend(storage.members_of_rooms(&left_rooms).await?.into_iter().map(|(_, user, _, _)| user));
         }
         let mut left = Vec::new();
         if !gone.is_empty() {

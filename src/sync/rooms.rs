@@ -106,18 +106,21 @@ impl SyncService {
         for row in storage.current_state_of_rooms(&state_rooms).await? {
             current_state.entry(row.room_id.clone()).or_default().push(row);
         }
-        let mut members: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for (room, user, membership) in storage.members_of_rooms(&shown).await? {
-            members.entry(room).or_default().push((user, membership));
+        let mut members: HashMap<String, Vec<(String, String, i64)>> = HashMap::new();
+        for (room, user, membership, stream) in storage.members_of_rooms(&shown).await? {
+            members.entry(room).or_default().push((user, membership, stream));
         }
 
-        let mut join = Map::new();
+        // Rooms are formatted together at the end: one query fetches the redactions and replaced
+        // state of every room's events.
+        let mut pending: Vec<(&str, Vec<EventRow>, Vec<EventRow>, JsonValue)> = Vec::with_capacity(shown.len());
         for room_id in shown {
             let mut events = timelines.remove(room_id).unwrap_or_default();
             let limited = events.len() as i64 > limit;
             if limited {
                 events.remove(0);
             }
+            let newest_snapshot = events.last().map(|e| e.state_snapshot);
             events.retain(|e| filter.timeline.matches(e));
             // Events from before the user's join are shown only as history visibility allows.
             let joined_at = joined.iter().find(|(id, _)| id == room_id).map(|(_, s)| *s).unwrap_or(0);
@@ -130,7 +133,29 @@ impl SyncService {
             let first_stream = events.first().map(|e| e.stream_ordering).unwrap_or(now.events + 1);
             let timeline_ids: HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
 
-            let state_rows: Vec<EventRow> = match current_state.get(room_id) {
+            // What was committed after the token belongs to a later sync: a room being created with
+            // its invites may be caught mid-way. When the room has moved past the token, its state
+            // and members are read at the token (the timeline's end), not now.
+            let mut room_members = members.remove(room_id).unwrap_or_default();
+            let moved_on = current_state.get(room_id).is_some_and(|s| s.iter().any(|e| e.stream_ordering > now.events))
+                || room_members.iter().any(|(_, _, stream)| *stream > now.events);
+            let state_at_token = if moved_on {
+                let rows = self.state_at(room_id, newest_snapshot, now.events).await?;
+                room_members = rows
+                    .iter()
+                    .filter(|e| e.event_type == "m.room.member")
+                    .filter_map(|e| {
+                        let membership = crate::rooms::Pdu::parse(&e.event_id, &e.pdu).ok()?.membership()?;
+                        Some((e.state_key.clone()?, membership, e.stream_ordering))
+                    })
+                    .filter(|(_, m, _)| m == "join" || m == "invite")
+                    .collect();
+                Some(rows)
+            } else {
+                None
+            };
+            let state_source = current_state.get(room_id).map(|current| state_at_token.as_ref().unwrap_or(current));
+            let state_rows: Vec<EventRow> = match state_source {
                 Some(state) if fresh_set.contains(room_id) => {
                     let senders: HashSet<&str> = events.iter().map(|e| e.sender.as_str()).chain([user_id]).collect();
                     state
@@ -158,17 +183,14 @@ impl SyncService {
             };
 
             let prev_batch = crate::rooms::pagination_token(first_stream - 1);
-            let room_members = members.remove(room_id).unwrap_or_default();
-            let count = |m: &str| room_members.iter().filter(|(_, membership)| membership == m).count();
+            let count = |m: &str| room_members.iter().filter(|(_, membership, _)| membership == m).count();
             let heroes: Vec<&str> =
-                room_members.iter().map(|(u, _)| u.as_str()).filter(|u| *u != user_id).take(5).collect();
+                room_members.iter().map(|(u, _, _)| u.as_str()).filter(|u| *u != user_id).take(5).collect();
             let room = json!({
                 "timeline": {
-                    "events": format::client_events(storage, &events).await?,
                     "limited": limited,
                     "prev_batch": prev_batch,
                 },
-                "state": {"events": format::client_events(storage, &state_rows).await?},
                 "ephemeral": {"events": ephemeral.remove(room_id).unwrap_or_default()},
                 "account_data": {"events": room_account_data.remove(room_id).unwrap_or_default()},
                 "summary": {
@@ -178,6 +200,15 @@ impl SyncService {
                 },
                 "unread_notifications": {"notification_count": 0, "highlight_count": 0},
             });
+            pending.push((room_id, events, state_rows, room));
+        }
+        let all_rows: Vec<&EventRow> =
+            pending.iter().flat_map(|(_, events, state, _)| events.iter().chain(state.iter())).collect();
+        let mut formatted = format::client_events(storage, all_rows).await?.into_iter();
+        let mut join = Map::new();
+        for (room_id, events, state_rows, mut room) in pending {
+            room["timeline"]["events"] = JsonValue::Array(formatted.by_ref().take(events.len()).collect());
+            room["state"] = json!({"events": formatted.by_ref().take(state_rows.len()).collect::<Vec<_>>()});
             join.insert(room_id.to_owned(), room);
         }
 
@@ -229,6 +260,24 @@ impl SyncService {
             );
         }
         Ok(RoomsSection { join, invite, leave })
+    }
+}
+
+impl SyncService {
+    /// The room's state after its newest event at or before `upto`: the snapshot of the
+    /// timeline's last event when there is one.
+    async fn state_at(&self, room_id: &str, snapshot: Option<i64>, upto: i64) -> Result<Vec<EventRow>> {
+        let storage = self.rooms.storage();
+        let snapshot = match snapshot {
+            Some(snapshot) => snapshot,
+            None => match storage.recent_events_of_rooms(&[room_id], 0, upto, 1).await?.last() {
+                Some(row) => row.state_snapshot,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let ids: Vec<String> = storage.state_snapshot(snapshot).await?.into_iter().map(|(_, _, id)| id).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        storage.events(&refs).await
     }
 }
 

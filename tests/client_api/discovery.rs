@@ -1,4 +1,5 @@
 use reqwest::{Method, StatusCode};
+use serde_json::json;
 
 use crate::common::{assert_error, Backend, TestServer};
 
@@ -10,6 +11,7 @@ async fn versions_well_known_capabilities(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     let versions: Vec<&str> = body["versions"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
     assert!(versions.contains(&"v1.12"), "{body}");
+    assert_eq!(body["unstable_features"]["org.matrix.e2e_cross_signing"], true, "{body}");
 
     let (status, body) = s.get("/.well-known/matrix/client", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -57,7 +59,7 @@ async fn unknown_paths_and_methods(backend: Backend) {
     let s = TestServer::start(backend).await;
     assert_error(&s.get("/_matrix/client/v3/no/such/endpoint", None).await, 404, "M_UNRECOGNIZED");
     // A spec endpoint not built yet.
-    assert_error(&s.get("/_matrix/client/v3/voip/turnServer", None).await, 404, "M_UNRECOGNIZED");
+    assert_error(&s.post("/_matrix/client/v3/knock/!r:localhost", None, json!({})).await, 404, "M_UNRECOGNIZED");
     assert_error(&s.get("/_matrix/client/v3/createRoom", None).await, 405, "M_UNRECOGNIZED");
     assert_error(&s.call(Method::PUT, "/_matrix/client/v3/login", None, None).await, 405, "M_UNRECOGNIZED");
     assert_error(&s.call(Method::DELETE, "/_matrix/client/versions", None, None).await, 405, "M_UNRECOGNIZED");

@@ -4,6 +4,7 @@
 mod common;
 
 mod account;
+mod client_start;
 mod delivery;
 mod devices;
 mod directory;

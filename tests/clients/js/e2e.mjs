@@ -4,73 +4,16 @@
 // (the server needs [presence] offline_after = 2 and idle_after = 4).
 import fs from "node:fs";
 import * as sdk from "matrix-js-sdk";
+import {
+    BASE, PASSWORD, RUN, out, check, fail, httpLog, makeFetch, safeJson, sleep, until, waitFor, register, login, run,
+} from "./harness.mjs";
 
 const {
     createClient, ClientEvent, RoomEvent, RoomMemberEvent, UserEvent, SyncState, Preset, EventType,
 } = sdk;
 
-const BASE = process.env.AXON_URL || "http://127.0.0.1:18228";
-const PASSWORD = "correct horse battery staple";
-const RUN = Date.now().toString(36).slice(-5); // unique localparts per run
 const OVERALL_TIMEOUT_MS = 120_000;
 
-// ---------------------------------------------------------------- output / bookkeeping
-const out = (s) => process.stdout.write(s + "\n");
-let passed = 0, failed = 0;
-function check(name, cond, detail = "") {
-    if (cond) { passed++; out(`ok - ${name}`); }
-    else { failed++; out(`not ok - ${name}${detail ? "  # " + detail : ""}`); }
-    return !!cond;
-}
-function fail(name, err) { check(name, false, err?.message ?? String(err)); }
-
-// Capture SDK logging: debug/info/log go to a file, warn/error are collected and summarised.
-const sdkLog = fs.createWriteStream(process.env.SDK_LOG || "/dev/null");
-const sdkWarnings = [];
-const fmt = (args) => args.map((a) => (a instanceof Error ? `${a.name}: ${a.message}` : typeof a === "object" ? safeJson(a) : String(a))).join(" ");
-function safeJson(o) { try { return JSON.stringify(o).slice(0, 300); } catch { return String(o); } }
-for (const m of ["debug", "info", "log", "trace"]) console[m] = (...a) => sdkLog.write(`[${m}] ${fmt(a)}\n`);
-for (const m of ["warn", "error"]) console[m] = (...a) => { const s = fmt(a); sdkLog.write(`[${m}] ${s}\n`); sdkWarnings.push(`[${m}] ${s}`); };
-
-// Record every HTTP request the SDK makes (per client) so non-2xx answers can be reported.
-const httpLog = []; // {who, method, path, status, body?}
-function makeFetch(who) {
-    return async (url, init = {}) => {
-        const u = new URL(String(url));
-        const method = (init.method || "GET").toUpperCase();
-        const res = await fetch(url, init);
-        const entry = { who, method, path: u.pathname, status: res.status };
-        httpLog.push(entry);
-        if (res.status >= 400) {
-            entry.body = await res.clone().text().catch(() => "");
-        }
-        return res;
-    };
-}
-
-// ---------------------------------------------------------------- helpers
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function until(cond, ms, label) {
-    const end = Date.now() + ms;
-    for (;;) {
-        let v; try { v = await cond(); } catch { v = false; }
-        if (v) return v;
-        if (Date.now() > end) throw new Error(`timeout after ${ms} ms waiting for ${label}`);
-        await sleep(50);
-    }
-}
-/** Resolve with the event args the first time `pred(...args)` is true. Register BEFORE acting. */
-function waitFor(emitter, event, pred, ms, label) {
-    let cleanup;
-    const p = new Promise((resolve, reject) => {
-        const h = (...args) => { let ok = false; try { ok = pred(...args); } catch { /* ignore */ } if (ok) { cleanup(); resolve(args); } };
-        const t = setTimeout(() => { cleanup(); reject(new Error(`timeout after ${ms} ms waiting for ${label}`)); }, ms);
-        cleanup = () => { clearTimeout(t); emitter.off(event, h); };
-        emitter.on(event, h);
-    });
-    p.catch(() => {}); // avoid unhandled rejection if the caller never awaits
-    return p;
-}
 const bodyOf = (ev) => ev.getContent()?.body;
 function timelineMsgs(room) {
     return room.getLiveTimeline().getEvents().filter((e) => e.getType() === "m.room.message");
@@ -80,28 +23,6 @@ function waitTimelineBody(client, roomId, body, ms, label) {
         (ev, room, toStart) => room?.roomId === roomId && !toStart && bodyOf(ev) === body && !ev.status, ms, label);
 }
 
-/** Register with the UIA dance an app does: first request -> 401 with session + flows, then m.login.dummy. */
-async function register(localpart, deviceName) {
-    const c = createClient({ baseUrl: BASE, fetchFn: makeFetch(`register:${localpart}`) });
-    const req = { username: localpart, password: PASSWORD, initial_device_display_name: deviceName };
-    let session;
-    try {
-        await c.registerRequest(req);
-        throw new Error("expected 401 UIA challenge from /register");
-    } catch (e) {
-        if (e.httpStatus !== 401) throw e;
-        session = e.data?.session;
-        const flows = (e.data?.flows || []).map((f) => f.stages.join(","));
-        if (!flows.includes("m.login.dummy")) throw new Error(`no m.login.dummy flow: ${JSON.stringify(e.data)}`);
-    }
-    return c.registerRequest({ ...req, auth: { type: "m.login.dummy", session } });
-}
-async function login(localpart, deviceName) {
-    const c = createClient({ baseUrl: BASE, fetchFn: makeFetch(`login:${localpart}`) });
-    return c.login("m.login.password", {
-        identifier: { type: "m.id.user", user: localpart }, password: PASSWORD, initial_device_display_name: deviceName,
-    });
-}
 const clients = [];
 function makeClient(who, creds, extra = {}) {
     const c = createClient({
@@ -409,29 +330,9 @@ async function main() {
 }
 
 // ---------------------------------------------------------------- run
-function report() {
-    const bad = httpLog.filter((h) => h.status >= 400 && !(h.who.startsWith("register:") && h.status === 401));
-    const byEp = new Map();
-    for (const h of bad) {
-        const ep = `${h.method} ${h.path.replace(/@[^/]+|![^/]+|\$[^/]+/g, "{id}")} -> ${h.status}`;
-        const cur = byEp.get(ep) || { n: 0, body: h.body };
-        cur.n++; byEp.set(ep, cur);
-    }
-    out("# HTTP requests answered >= 400 (excluding the expected UIA 401 on /register):");
-    for (const [ep, { n, body }] of byEp) out(`#   ${n}x ${ep}  ${body?.slice(0, 120)}`);
-    const uniq = new Map();
-    for (const w of sdkWarnings) { const k = w.replace(/\d{4,}/g, "N").slice(0, 160); uniq.set(k, (uniq.get(k) || 0) + 1); }
-    out(`# SDK warnings/errors (${sdkWarnings.length} total, ${uniq.size} distinct):`);
-    for (const [k, n] of uniq) out(`#   ${n}x ${k}`);
-    out(`${passed} passed, ${failed} failed`);
-}
-const hard = setTimeout(() => { fail("overall timeout", new Error(`${OVERALL_TIMEOUT_MS} ms exceeded`)); finish(); }, OVERALL_TIMEOUT_MS);
-let finished = false;
-function finish() {
-    if (finished) return; finished = true;
-    clearTimeout(hard);
-    for (const c of clients) { try { c.stopClient(); } catch { /* ignore */ } }
-    report();
-    sdkLog.end(() => process.exit(failed === 0 && passed > 0 ? 0 : 1));
-}
-main().catch((e) => fail("unexpected error", e)).finally(finish);
+run(main, {
+    timeoutMs: OVERALL_TIMEOUT_MS,
+    clients,
+    expected: (h) => h.who.startsWith("register:") && h.status === 401,
+    expectedNote: "the expected UIA 401 on /register",
+});
