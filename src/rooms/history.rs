@@ -265,10 +265,7 @@ impl Rooms {
         } else {
             empty(position)
         };
-        let state_ids: Vec<String> =
-            self.storage.state_snapshot(event.state_snapshot).await?.into_iter().map(|(_, _, id)| id).collect();
-        let refs: Vec<&str> = state_ids.iter().map(String::as_str).collect();
-        let state = self.storage.events(&refs).await?;
+        let state = self.storage.state_snapshot_events(event.state_snapshot).await?;
         Ok((event, before, after, state))
     }
 
@@ -324,9 +321,6 @@ impl Rooms {
         let (left_at, _) = visibility.memberships.last().cloned().unwrap_or_default();
         let rows = self.storage.room_events(room_id.as_str(), left_at - 1, left_at, false, 1).await?;
         let Some(leave) = rows.into_iter().next() else { return Ok(Vec::new()) };
-        let ids: Vec<String> =
-            self.storage.state_snapshot(leave.state_snapshot).await?.into_iter().map(|(_, _, id)| id).collect();
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        self.storage.events(&refs).await
+        self.storage.state_snapshot_events(leave.state_snapshot).await
     }
 }

@@ -41,8 +41,7 @@ impl Rooms {
                 .append_with(&room_id, user_id, None, |state| {
                     let current = state.get("m.room.member", user_id.as_str()).map(|p| p.content_json());
                     let unchanged = current.as_ref().is_some_and(|c| {
-                        c["membership"] == "join"
-                            && c.get("displayname") == content.get("displayname")
+                        c.get("displayname") == content.get("displayname")
                             && c.get("avatar_url") == content.get("avatar_url")
                     });
                     if unchanged || state.membership(user_id).as_deref() != Some("join") {

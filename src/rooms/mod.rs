@@ -253,10 +253,10 @@ impl Rooms {
         let snapshot_id =
             snapshot.map(|(id, _)| id).ok_or_else(|| Error::internal("first event of a room must be state"))?;
 
-        // Readers must not pass this event's position before it commits.
         let search_text = search::searchable_text(&draft.kind, &draft.content);
         let replaces_state =
             draft.state_key.as_ref().and_then(|key| state.get(&draft.kind, key)).map(|p| p.event_id.to_string());
+        // Readers must not pass this event's position before it commits.
         let stream_write = self.events.begin();
         let reserved = self.storage.reserve_event_position(now_ms()).await?;
         let persisted: Result<i64> = async {

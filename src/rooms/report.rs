@@ -10,9 +10,9 @@ use crate::{
 };
 
 /// The longest reason kept, in bytes.
-pub const MAX_REASON_BYTES: usize = 16 * 1024;
+const MAX_REASON_BYTES: usize = 16 * 1024;
 
-pub fn check_reason(reason: &str) -> Result<()> {
+fn check_reason(reason: &str) -> Result<()> {
     if reason.len() > MAX_REASON_BYTES {
         return Err(Error::InvalidParam(format!("the reason is longer than {MAX_REASON_BYTES} bytes")));
     }

@@ -132,8 +132,7 @@ impl Rooms {
             }
         }
 
-        let rows: Vec<EventRow> = hits.iter().map(|(row, _)| row.clone()).collect();
-        let events = format::client_events(&self.storage, &rows).await?;
+        let events = format::client_events(&self.storage, hits.iter().map(|(row, _)| row)).await?;
         let mut results = Vec::with_capacity(hits.len());
         for ((row, rank), event) in hits.iter().zip(events) {
             let mut result = json!({"rank": rank, "result": event});

@@ -603,6 +603,13 @@ impl RoomWrite {
 }
 
 impl Storage {
+    /// The state events of a snapshot (the room's state at some event).
+    pub async fn state_snapshot_events(&self, snapshot_id: i64) -> Result<Vec<EventRow>> {
+        let ids: Vec<String> = self.state_snapshot(snapshot_id).await?.into_iter().map(|(_, _, id)| id).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.events(&refs).await
+    }
+
     /// Every entry of a state snapshot, resolved along its parent chain: (type, state key, event ID).
     pub async fn state_snapshot(&self, snapshot_id: i64) -> Result<Vec<(String, String, String)>> {
         let rows = sqlx::query(

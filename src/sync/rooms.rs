@@ -275,9 +275,7 @@ impl SyncService {
                 None => return Ok(Vec::new()),
             },
         };
-        let ids: Vec<String> = storage.state_snapshot(snapshot).await?.into_iter().map(|(_, _, id)| id).collect();
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        storage.events(&refs).await
+        storage.state_snapshot_events(snapshot).await
     }
 }
 
