@@ -23,13 +23,17 @@ pub const ONLINE: &str = "online";
 pub const UNAVAILABLE: &str = "unavailable";
 pub const OFFLINE: &str = "offline";
 
+/// How long what this process last wrote (or read) of a user's presence is taken for the stored
+/// row when nothing changes. Another process's change is noticed within this time.
+const WRITTEN_TRUSTED_FOR: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 struct UserPresence {
     syncs_in_flight: usize,
     last_sync_end: Option<Instant>,
     last_active: Option<Instant>,
-    /// What was last written, to skip identical updates.
-    written: Option<(String, Option<String>)>,
+    /// What was last written or read, and when, to skip identical updates.
+    written: Option<(String, Option<String>, Instant)>,
 }
 
 #[derive(Default)]
@@ -115,7 +119,7 @@ impl Presence {
     }
 
     async fn current_state(&self, user_id: &str) -> Result<Option<String>> {
-        if let Some((state, _)) = self.lock().users.get(user_id).and_then(|u| u.written.clone()) {
+        if let Some((state, _, _)) = self.lock().users.get(user_id).and_then(|u| u.written.clone()) {
             return Ok(Some(state));
         }
         Ok(self.storage.presence(user_id).await?.map(|r| r.state))
@@ -152,13 +156,22 @@ impl Presence {
     /// Writes and fans out a state, unless it is what was last written. `status_msg` `None` keeps
     /// the current message.
     async fn change(&self, user_id: &str, state: &str, status_msg: Option<Option<String>>) -> Result<()> {
+        // Every sync asks for online: what this process wrote or read lately stands for the stored
+        // row without a query. Lately, because another process may have changed it since.
+        let known = self.lock().users.get(user_id).and_then(|u| u.written.clone());
+        if status_msg.is_none()
+            && known.is_some_and(|(known, _, at)| known == state && at.elapsed() < WRITTEN_TRUSTED_FOR)
+        {
+            return Ok(());
+        }
         let stored = self.storage.presence(user_id).await?;
         let status_msg = match status_msg {
             Some(msg) => msg,
             None => stored.as_ref().and_then(|r| r.status_msg.clone()),
         };
         if stored.as_ref().is_some_and(|r| r.state == state && r.status_msg == status_msg) {
-            self.lock().users.entry(user_id.to_owned()).or_default().written = Some((state.to_owned(), status_msg));
+            self.lock().users.entry(user_id.to_owned()).or_default().written =
+                Some((state.to_owned(), status_msg, Instant::now()));
             return Ok(());
         }
         let row = PresenceRow {
@@ -168,7 +181,8 @@ impl Presence {
             last_active_ts: now_ms(),
         };
         self.storage.set_presence(&row).await?;
-        self.lock().users.entry(user_id.to_owned()).or_default().written = Some((state.to_owned(), status_msg));
+        self.lock().users.entry(user_id.to_owned()).or_default().written =
+            Some((state.to_owned(), status_msg, Instant::now()));
         let audience = self.storage.users_sharing_rooms(user_id).await?;
         self.notifier.wake(audience.iter().map(String::as_str).chain([user_id]));
         Ok(())

@@ -83,14 +83,12 @@ impl Evaluator {
     /// Evaluates the next batch; `true` when more events are waiting.
     async fn batch(&mut self) -> Result<bool> {
         let storage = self.push.storage.clone();
-        let (positions, visible) = storage.stream_positions_and_visible_events().await?;
-        let from = positions.get("push_evaluated").copied().unwrap_or(0);
-        let upto = visible.map_or_else(|| self.events.visible(), |(visible, _)| visible);
+        let batch = storage.events_to_evaluate(self.events.visible(), BATCH).await?;
+        let (positions, from, upto, rows) = (batch.positions, batch.from, batch.upto, batch.events);
         if upto <= from {
             self.push.evaluated.send_replace(from);
             return Ok(false);
         }
-        let rows = storage.events_in_range(from, upto, BATCH).await?;
         let full = rows.len() as i64 == BATCH;
         let to = if full { rows.last().map_or(upto, |r| r.stream_ordering) } else { upto };
 

@@ -170,14 +170,6 @@ impl Rooms {
             if txn.key().contains('\0') {
                 return Err(Error::InvalidParam("transaction IDs may not contain NUL".into()));
             }
-            if let Some(event_id) = self.storage.transaction_event(sender.as_str(), txn.device_id, &txn.key()).await? {
-                let event =
-                    self.storage.event(&event_id).await?.ok_or_else(|| Error::internal("transaction without event"))?;
-                return Ok(Appended {
-                    event_id: OwnedEventId::try_from(event_id).map_err(Error::internal)?,
-                    stream_ordering: event.stream_ordering,
-                });
-            }
         }
         // Nothing inside the room's lock may take a connection of the main pool (they may all be
         // waiting for this lock): the state is loaded before the lock is taken, and when another
@@ -186,11 +178,23 @@ impl Rooms {
             *guard = RoomState::load(&self.storage, room_id.as_str()).await?;
         }
         let head = guard.as_ref().ok_or_else(|| Error::NotFound("no such room".into()))?.head;
-        let (mut write, current) = self
+        let txn_key = txn.as_ref().map(|t| t.key());
+        let transaction = txn.as_ref().zip(txn_key.as_deref()).map(|(t, key)| (sender.as_str(), t.device_id, key));
+        let (mut write, current, earlier) = self
             .storage
-            .begin_room_write(room_id.as_str())
+            .begin_room_write(room_id.as_str(), transaction)
             .await?
             .ok_or_else(|| Error::NotFound("no such room".into()))?;
+        if let Some(event_id) = earlier {
+            // The device sent this already: the same event again, nothing stored.
+            drop(write);
+            let event =
+                self.storage.event(&event_id).await?.ok_or_else(|| Error::internal("transaction without event"))?;
+            return Ok(Appended {
+                event_id: OwnedEventId::try_from(event_id).map_err(Error::internal)?,
+                stream_ordering: event.stream_ordering,
+            });
+        }
         if current != head {
             let reader = self
                 .storage
@@ -277,12 +281,7 @@ impl Rooms {
         let persisted: Result<i64> = async {
             let prev: Vec<&str> = state.extremities.iter().map(|e| e.as_str()).collect();
             let auth: Vec<&str> = auth_events.iter().map(|e| e.as_str()).collect();
-            let txn_key = txn.as_ref().map(|t| t.key());
-            let links = EventLinks {
-                prev_events: &prev,
-                auth_events: &auth,
-                transaction: txn.as_ref().zip(txn_key.as_deref()).map(|(t, key)| (sender.as_str(), t.device_id, key)),
-            };
+            let links = EventLinks { prev_events: &prev, auth_events: &auth, transaction };
             let stream = write
                 .insert_linked_event(
                     &NewEvent {

@@ -15,6 +15,12 @@ pub(super) async fn next_position(tx: &mut Transaction<'static, Any>, stream: &s
     Ok(row.get(0))
 }
 
+/// (visible, committed) event positions from the lowest position still being written and the
+/// highest committed one: readers stop below the former.
+pub(super) fn event_bounds(lowest_in_flight: Option<i64>, max_committed: i64) -> (i64, i64) {
+    (lowest_in_flight.map_or(max_committed, |lowest| max_committed.min(lowest - 1)), max_committed)
+}
+
 pub struct AccountDataRow {
     pub room_id: String,
     pub data_type: String,
@@ -78,7 +84,7 @@ impl Storage {
                 }
             }
         }
-        Ok((positions, Some((in_flight.map_or(max, |lowest: i64| max.min(lowest - 1)), max))))
+        Ok((positions, Some(event_bounds(in_flight, max))))
     }
 
     /// The newest room event's stream ordering.

@@ -113,15 +113,28 @@ pub struct RoomWrite {
 }
 
 impl Storage {
-    /// Begins a room write; returns it with the room's head stream ordering, or `None` when the
-    /// room does not exist.
-    pub async fn begin_room_write(&self, room_id: &str) -> Result<Option<(RoomWrite, i64)>> {
+    /// Begins a room write; returns it with the room's head stream ordering and, for a
+    /// `(user, device, key)` transaction, the event that transaction already produced; `None` when
+    /// the room does not exist. The transaction is looked up under the room's lock, in the same
+    /// statement: a send pays no round trip for it.
+    pub async fn begin_room_write(
+        &self,
+        room_id: &str,
+        transaction: Option<(&str, &str, &str)>,
+    ) -> Result<Option<(RoomWrite, i64, Option<String>)>> {
         let mut tx = self.pool.begin().await?;
-        let head = sqlx::query("UPDATE rooms SET head_stream = head_stream WHERE room_id = $1 RETURNING head_stream")
-            .bind(room_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        Ok(head.map(|r| (RoomWrite { tx, backend: self.backend }, r.get(0))))
+        let (user_id, device_id, key) = transaction.unwrap_or_default();
+        let head = sqlx::query(
+            "UPDATE rooms SET head_stream = head_stream WHERE room_id = $1 RETURNING head_stream, \
+             (SELECT event_id FROM event_transactions WHERE user_id = $2 AND device_id = $3 AND txn_id = $4)",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .bind(device_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        Ok(head.map(|r| (RoomWrite { tx, backend: self.backend }, r.get(0), r.get(1))))
     }
 
     pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>> {
@@ -225,19 +238,6 @@ impl Storage {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
-    }
-
-    /// The event a device's transaction ID produced, if any.
-    pub async fn transaction_event(&self, user_id: &str, device_id: &str, txn_id: &str) -> Result<Option<String>> {
-        let row = sqlx::query(
-            "SELECT event_id FROM event_transactions WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(txn_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| r.get(0)))
     }
 
     /// (event, transaction key) of the events this device sent among `event_ids`.

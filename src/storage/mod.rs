@@ -16,6 +16,7 @@ mod push;
 mod relations;
 mod rooms;
 mod search;
+mod sync_start;
 mod uia;
 mod users;
 
@@ -33,10 +34,11 @@ pub use devices::{DeviceRow, SessionRow};
 pub use events::{EventLinks, EventRow, NewEvent, NewRelation, RoomWrite};
 pub use keys::DeviceKeysRow;
 pub use presence::PresenceRow;
-pub use push::{NewPushAction, NewQueuedPush, NotificationRow, PusherRow, QueuedPush};
+pub use push::{EvaluationBatch, NewPushAction, NewQueuedPush, NotificationRow, PusherRow, QueuedPush};
 pub use relations::{RelatedRow, RelationQuery, ThreadReply};
 pub use rooms::RoomRow;
 pub use search::{DirectoryRow, EventSearch};
+pub use sync_start::SyncStart;
 pub use uia::UiaSessionRow;
 pub use users::UserRow;
 

@@ -41,6 +41,18 @@ fn bind_action<'q>(
 /// Rows of each kind a batch may have for its record to be one statement.
 const STATEMENT_ROWS: usize = 100;
 
+/// What the push evaluator reads at the start of a batch.
+pub struct EvaluationBatch {
+    /// The newest position of every counter-based stream.
+    pub positions: std::collections::HashMap<String, i64>,
+    /// `push_evaluated`: where the batch starts.
+    pub from: i64,
+    /// The visible event position: how far the batch may go.
+    pub upto: i64,
+    /// Events in `(from, upto]`, oldest first.
+    pub events: Vec<EventRow>,
+}
+
 /// A notification for one pusher, to be sent to its gateway.
 pub struct NewQueuedPush<'a> {
     pub user_id: &'a str,
@@ -98,14 +110,54 @@ impl Storage {
         Ok(row.get(0))
     }
 
-    /// Events with `after < stream_ordering <= upto`, oldest first, at most `limit`.
-    pub async fn events_in_range(&self, after: i64, upto: i64, limit: i64) -> Result<Vec<EventRow>> {
+    /// The stream positions and the next events to evaluate: those past `push_evaluated` up to
+    /// the visible position, oldest first, at most `limit`. `local_visible` is the visible position
+    /// when this process is the only writer (SQLite); with PostgreSQL the database knows, and all
+    /// of it is one statement, which sits between every commit and its delivery.
+    pub async fn events_to_evaluate(&self, local_visible: i64, limit: i64) -> Result<EvaluationBatch> {
+        if !self.shares_event_positions() {
+            let (positions, _) = self.stream_positions_and_visible_events().await?;
+            let from = positions.get("push_evaluated").copied().unwrap_or(0);
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 \
+                 ORDER BY stream_ordering LIMIT $3"
+            );
+            let rows = sqlx::query(&sql).bind(from).bind(local_visible).bind(limit).fetch_all(&self.pool).await?;
+            let events = rows.into_iter().map(event_row).collect();
+            return Ok(EvaluationBatch { positions, from, upto: local_visible, events });
+        }
+        // Event rows carry NULL position columns; position rows NULL event columns. The event rows
+        // come first: PostgreSQL types a UNION's columns from left to right.
+        let nulls = EVENT_COLUMNS.split(", ").map(|_| "NULL").collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 \
-             ORDER BY stream_ordering LIMIT $3"
+            "(SELECT {EVENT_COLUMNS}, NULL, NULL FROM events \
+               WHERE stream_ordering > COALESCE((SELECT position FROM stream_counters WHERE stream = 'push_evaluated'), 0) \
+               AND stream_ordering < COALESCE((SELECT MIN(position) FROM event_positions_in_flight), $1) \
+               ORDER BY stream_ordering LIMIT $2) \
+             UNION ALL SELECT {nulls}, stream, position FROM stream_counters \
+             UNION ALL SELECT {nulls}, '.in_flight', MIN(position) FROM event_positions_in_flight \
+             UNION ALL SELECT {nulls}, '.events', COALESCE(MAX(stream_ordering), 0) FROM events"
         );
-        let rows = sqlx::query(&sql).bind(after).bind(upto).bind(limit).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(event_row).collect())
+        let rows = sqlx::query(&sql).bind(i64::MAX).bind(limit).fetch_all(&self.pool).await?;
+        let mut positions = std::collections::HashMap::new();
+        let (mut in_flight, mut max_event, mut events) = (None, 0, Vec::new());
+        let position_column = EVENT_COLUMNS.split(", ").count();
+        for row in rows {
+            let stream: Option<String> = row.get(position_column);
+            let position: Option<i64> = row.get(position_column + 1);
+            match stream.as_deref() {
+                None => events.push(event_row(row)),
+                Some(".in_flight") => in_flight = position,
+                Some(".events") => max_event = position.unwrap_or(0),
+                Some(_) => {
+                    positions.insert(stream.unwrap_or_default(), position.unwrap_or(0));
+                }
+            }
+        }
+        events.sort_by_key(|e: &EventRow| e.stream_ordering);
+        let from = positions.get("push_evaluated").copied().unwrap_or(0);
+        let (upto, _) = super::delivery::event_bounds(in_flight, max_event);
+        Ok(EvaluationBatch { positions, from, upto, events })
     }
 
     /// The stored push rules of these users as `(user_id, account data stream_id, ruleset JSON)`;
@@ -294,16 +346,21 @@ impl Storage {
     ) -> Result<Vec<(String, String, i64, i64)>> {
         let mut found = Vec::new();
         for chunk in room_ids.chunks(500) {
+            // A notification stays unread until a read receipt covers it: the room's unthreaded
+            // one ('') or its thread's. Where each receipt points is read once per room and thread,
+            // not once per notification: a user away for long has many.
+            let rooms = placeholders(2, chunk.len());
             let sql = format!(
-                "SELECT a.room_id, a.thread_id, COUNT(*), CAST(SUM(a.highlight) AS BIGINT) FROM event_push_actions a \
-                 WHERE a.user_id = $1 AND a.unread = 1 AND a.room_id IN ({}) \
-                 AND NOT EXISTS (SELECT 1 FROM receipts r JOIN events e ON e.event_id = r.event_id \
-                     WHERE r.room_id = a.room_id AND r.user_id = a.user_id \
-                     AND r.receipt_type IN ('m.read', 'm.read.private') \
-                     AND (r.thread_id = '' OR r.thread_id = a.thread_id) \
-                     AND e.stream_ordering >= a.stream_ordering) \
-                 GROUP BY a.room_id, a.thread_id",
-                placeholders(2, chunk.len())
+                "WITH read_upto AS (SELECT r.room_id, r.thread_id, MAX(e.stream_ordering) AS upto \
+                     FROM receipts r JOIN events e ON e.event_id = r.event_id \
+                     WHERE r.user_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.room_id IN ({rooms}) \
+                     GROUP BY r.room_id, r.thread_id) \
+                 SELECT a.room_id, a.thread_id, COUNT(*), CAST(SUM(a.highlight) AS BIGINT) FROM event_push_actions a \
+                 LEFT JOIN read_upto unthreaded ON unthreaded.room_id = a.room_id AND unthreaded.thread_id = '' \
+                 LEFT JOIN read_upto threaded ON threaded.room_id = a.room_id AND threaded.thread_id = a.thread_id \
+                 WHERE a.user_id = $1 AND a.unread = 1 AND a.room_id IN ({rooms}) \
+                 AND a.stream_ordering > COALESCE(unthreaded.upto, -1) AND a.stream_ordering > COALESCE(threaded.upto, -1) \
+                 GROUP BY a.room_id, a.thread_id"
             );
             let mut query = sqlx::query(&sql).bind(user_id);
             for id in chunk {

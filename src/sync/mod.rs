@@ -21,7 +21,9 @@ pub use self::{
     notifier::Notifier,
     token::StreamToken,
 };
-use crate::{ephemeral::typing::Typing, error::Result, presence::Presence, push::Push, rooms::Rooms};
+use crate::{
+    ephemeral::typing::Typing, error::Result, presence::Presence, push::Push, rooms::Rooms, storage::SyncStart,
+};
 
 /// To-device messages handed out per sync; the rest follow in the next one.
 const TO_DEVICE_PER_SYNC: i64 = 100;
@@ -71,11 +73,12 @@ impl SyncService {
 
     /// The current position of every stream, and whether the token stops short of a committed
     /// event: one that awaits push evaluation, or an earlier position still being written.
-    async fn current_token(&self) -> Result<(StreamToken, bool)> {
+    async fn current_token(&self, start: &SyncStart) -> Result<(StreamToken, bool)> {
         let storage = self.rooms.storage();
         // With PostgreSQL several processes may write: the database knows what is in flight.
-        let (positions, bounds) = storage.stream_positions_and_visible_events().await?;
-        let (events, committed) = bounds.unwrap_or_else(|| (self.events.visible(), self.events.committed()));
+        let positions = &start.positions;
+        let (events, committed) =
+            start.event_bounds.unwrap_or_else(|| (self.events.visible(), self.events.committed()));
         let at = |stream: &str| positions.get(stream).copied().unwrap_or(0);
         // Events show with the notification counts they raise: not beyond push evaluation.
         let evaluated =
@@ -134,9 +137,13 @@ impl SyncService {
     /// One sync response from `request.since` to now.
     async fn build(&self, request: &SyncRequest<'_>) -> Result<Built> {
         let storage = self.rooms.storage();
-        let (mut now, held_back) = self.current_token().await?;
         let since = request.since.as_ref();
         let user_id = request.user_id;
+        // Always read: this is also where the to-device messages the token acknowledges are deleted.
+        let start = storage
+            .sync_start(user_id, request.device_id, since.map_or(0, |s| s.to_device), TO_DEVICE_PER_SYNC)
+            .await?;
+        let (mut now, held_back) = self.current_token(&start).await?;
 
         let mut global_account_data = Vec::new();
         let mut extras = rooms::RoomExtras::default();
@@ -157,7 +164,7 @@ impl SyncService {
         }
 
         // (room, membership, position) of every room the user is in, read once for all sections.
-        let memberships = storage.memberships_of_user(user_id).await?;
+        let SyncStart { memberships, to_device: to_device_rows, key_counts, unused_fallbacks, .. } = start;
         let joined_refs: Vec<&str> =
             memberships.iter().filter(|(_, m, _)| m == "join").map(|(room, _, _)| room.as_str()).collect();
         for (room_id, users) in self.typing.changes(&joined_refs, since.map_or(0, |s| s.typing)) {
@@ -176,16 +183,6 @@ impl SyncService {
             extras.ephemeral.entry(room_id).or_default().push(event);
         }
 
-        // Always read: this is also where what the token acknowledges is deleted.
-        let to_device_rows = storage
-            .to_device_messages(
-                user_id,
-                request.device_id,
-                since.map_or(0, |s| s.to_device),
-                now.to_device,
-                TO_DEVICE_PER_SYNC,
-            )
-            .await?;
         if to_device_rows.len() as i64 == TO_DEVICE_PER_SYNC {
             // More are waiting: acknowledge only what this response carries.
             now.to_device = to_device_rows.last().map_or(now.to_device, |r| r.stream_id);
@@ -251,7 +248,6 @@ impl SyncService {
             }
         }
         let (changed, left) = self.device_list_changes(user_id, since, &now, &rooms).await?;
-        let (key_counts, unused_fallbacks) = storage.key_counts(user_id, request.device_id).await?;
         let key_counts: serde_json::Map<String, JsonValue> =
             key_counts.into_iter().map(|(algorithm, count)| (algorithm, json!(count))).collect();
         let has_news = !(changed.is_empty()

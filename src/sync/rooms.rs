@@ -129,8 +129,18 @@ impl SyncService {
         for row in storage.current_state_of_rooms(&state_rooms).await? {
             current_state.entry(row.room_id.clone()).or_default().push(row);
         }
+        // The summary may be left out when it has not changed (spec: "RoomSummary"): only rooms
+        // shown whole, or whose memberships changed in the timeline, need their members.
+        let summarized: Vec<&str> = shown
+            .iter()
+            .copied()
+            .filter(|room| {
+                needs_state.contains(room)
+                    || timelines.get(*room).is_some_and(|rows| rows.iter().any(|e| e.event_type == "m.room.member"))
+            })
+            .collect();
         let mut members: HashMap<String, Vec<(String, String, i64)>> = HashMap::new();
-        for (room, user, membership, stream) in storage.members_of_rooms(&shown).await? {
+        for (room, user, membership, stream) in storage.members_of_rooms(&summarized).await? {
             members.entry(room).or_default().push((user, membership, stream));
         }
 
@@ -209,6 +219,15 @@ impl SyncService {
             let count = |m: &str| room_members.iter().filter(|(_, membership, _)| membership == m).count();
             let heroes: Vec<&str> =
                 room_members.iter().map(|(u, _, _)| u.as_str()).filter(|u| *u != user_id).take(5).collect();
+            let summary = if summarized.contains(&room_id) {
+                json!({
+                    "m.heroes": heroes,
+                    "m.joined_member_count": count("join"),
+                    "m.invited_member_count": count("invite"),
+                })
+            } else {
+                json!({})
+            };
             let room = json!({
                 "timeline": {
                     "limited": limited,
@@ -216,11 +235,7 @@ impl SyncService {
                 },
                 "ephemeral": {"events": ephemeral.remove(room_id).unwrap_or_default()},
                 "account_data": {"events": room_account_data.remove(room_id).unwrap_or_default()},
-                "summary": {
-                    "m.heroes": heroes,
-                    "m.joined_member_count": count("join"),
-                    "m.invited_member_count": count("invite"),
-                },
+                "summary": summary,
                 "unread_notifications": {"notification_count": 0, "highlight_count": 0},
             });
             pending.push((room_id, events, state_rows, room));

@@ -10,7 +10,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::common::{assert_error, urlencode, Backend, TestServer, User};
+use crate::common::{
+    assert_error, hold_push_evaluation, release_push_evaluation, urlencode, Backend, TestServer, User,
+};
 
 crate::backend_tests!(
     push_rules_crud_and_sync,
@@ -22,6 +24,7 @@ crate::backend_tests!(
     rejected_pushkey_removes_pusher,
     delivery_survives_gateway_outage_and_restart,
     threaded_receipts_clear_their_thread,
+    receipts_before_evaluation_count,
     slow_gateway_delays_nobody_else,
 );
 
@@ -120,6 +123,16 @@ async fn receipt(s: &TestServer, user: &User, room_id: &str, event_id: &str, thr
     let path = format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{}", urlencode(event_id));
     let (status, body) = s.post(&path, Some(&user.token), body).await;
     assert_eq!(status, StatusCode::OK, "receipt: {body}");
+}
+
+/// Sends a reply in the thread of `root`; returns its event ID.
+async fn thread_reply(s: &TestServer, user: &User, room_id: &str, root: &str) -> String {
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/reply1");
+    let reply = json!({"msgtype": "m.text", "body": "in the thread",
+        "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
+    let (status, sent) = s.put(&path, Some(&user.token), reply).await;
+    assert_eq!(status, StatusCode::OK);
+    sent["event_id"].as_str().unwrap().to_owned()
 }
 
 async fn dm(s: &TestServer, alice: &User, bob: &User) -> String {
@@ -528,12 +541,7 @@ async fn threaded_receipts_clear_their_thread(backend: Backend) {
     let bob = s.register_fast("bob").await;
     let room = dm(&s, &alice, &bob).await;
     let root = s.send_text(&alice, &room, "thread root").await;
-    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/reply1");
-    let reply = json!({"msgtype": "m.text", "body": "in the thread",
-        "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
-    let (status, sent) = s.put(&path, Some(&alice.token), reply).await;
-    assert_eq!(status, StatusCode::OK);
-    let reply_id = sent["event_id"].as_str().unwrap().to_owned();
+    let reply_id = thread_reply(&s, &alice, &room, &root).await;
     let last = s.send_text(&alice, &room, "main again").await;
 
     let per_thread = json!({"room": {"timeline": {"unread_thread_notifications": true}}});
@@ -553,6 +561,40 @@ async fn threaded_receipts_clear_their_thread(backend: Backend) {
     // A main-timeline receipt clears the main timeline.
     receipt(&s, &bob, &room, &last, Some("main")).await;
     assert_eq!(counts(&s.sync(&bob, None, 0, None).await, &room), (0, 0));
+    s.stop().await;
+}
+
+/// A receipt can reach the server before the events it covers are evaluated (a fast client, a
+/// busy evaluator): the notifications recorded after it are still counted as read.
+async fn receipts_before_evaluation_count(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let room = dm(&s, &alice, &bob).await;
+    let before = s.sync(&bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    let root = s.send_text(&alice, &room, "thread root").await;
+    let shown = sync_until_event(&s, &bob, &before, &room, &root).await;
+    let token = shown["next_batch"].as_str().unwrap().to_owned();
+    receipt(&s, &bob, &room, &root, None).await;
+
+    hold_push_evaluation(&s).await;
+    let main = s.send_text(&alice, &room, "main timeline").await;
+    let reply_id = thread_reply(&s, &alice, &room, &root).await;
+    // Bob's client read both before the server evaluated either.
+    receipt(&s, &bob, &room, &main, Some("main")).await;
+    receipt(&s, &bob, &room, &reply_id, Some(&root)).await;
+    release_push_evaluation(&s).await;
+
+    sync_until_event(&s, &bob, &token, &room, &reply_id).await;
+    assert_eq!(counts(&s.sync(&bob, None, 0, None).await, &room), (0, 0));
+    let per_thread = json!({"room": {"timeline": {"unread_thread_notifications": true}}});
+    let joined = &s.sync(&bob, None, 0, Some(&per_thread)).await["rooms"]["join"][&room];
+    assert!(joined.get("unread_thread_notifications").is_none_or(|t| t.get(&root).is_none()), "{joined}");
+    // The notifications were recorded, unread: only the receipts make them read.
+    let (_, listed) = s.get("/_matrix/client/v3/notifications", Some(&bob.token)).await;
+    let ids: Vec<&str> =
+        listed["notifications"].as_array().unwrap().iter().filter_map(|n| n["event"]["event_id"].as_str()).collect();
+    assert!(ids.contains(&main.as_str()) && ids.contains(&reply_id.as_str()), "{listed}");
     s.stop().await;
 }
 

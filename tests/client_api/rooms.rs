@@ -101,9 +101,15 @@ async fn send_is_idempotent_per_device_and_txn(backend: Backend) {
     // Another device's txn1 is another transaction.
     let elsewhere = s.put(&path, Some(&other_device.token), body).await;
     assert_ne!(elsewhere.1["event_id"], first.1["event_id"]);
+    // Retries racing each other (a client resending on a slow network) still make one event.
+    let racing = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/txn2");
+    let answers =
+        futures::future::join_all((0..6).map(|_| s.put(&racing, Some(&alice.token), json!({"body": "raced"})))).await;
+    assert!(answers.iter().all(|(status, _)| *status == StatusCode::OK), "{answers:?}");
+    assert!(answers.iter().all(|(_, body)| body["event_id"] == answers[0].1["event_id"]), "{answers:?}");
     let texts: Vec<_> =
         s.all_messages(&alice, &room, 50).await.into_iter().filter(|e| e["type"] == "m.room.message").collect();
-    assert_eq!(texts.len(), 2, "the retry stored nothing new: {texts:?}");
+    assert_eq!(texts.len(), 3, "the retries stored nothing new: {texts:?}");
     // A transaction ID is scoped to its endpoint: the same ID in another room is a new event.
     let other_room = s.create_room(&alice, json!({})).await;
     let other = s

@@ -5,7 +5,7 @@ use std::{collections::HashMap, time::Duration};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::common::{assert_error, timeline, Backend, TestServer, User};
+use crate::common::{assert_error, hold_push_evaluation, release_push_evaluation, timeline, Backend, TestServer, User};
 
 crate::backend_tests!(
     initial_and_incremental_shape,
@@ -61,6 +61,16 @@ async fn initial_and_incremental_shape(backend: Backend) {
     assert_eq!(events[0]["event_id"], second.as_str());
     assert_eq!(next["rooms"]["join"][&room]["timeline"]["limited"], false);
     assert_eq!(next["rooms"]["join"][&room]["state"]["events"], json!([]));
+    // No membership changed: the summary is left out, as the spec allows ("RoomSummary").
+    assert_eq!(next["rooms"]["join"][&room]["summary"], json!({}));
+    let next_token = next["next_batch"].as_str().unwrap().to_owned();
+    let carol = s.register_fast("carol").await;
+    assert_eq!(s.join(&carol, &room).await.0, StatusCode::OK);
+    let joined_later = s.sync(&bob, Some(&next_token), 0, None).await;
+    let summary = &joined_later["rooms"]["join"][&room]["summary"];
+    assert_eq!(summary["m.joined_member_count"], 3, "{joined_later}");
+    assert_eq!(summary["m.invited_member_count"], 0);
+    assert_eq!(summary["m.heroes"].as_array().map(Vec::len), Some(2), "{summary}");
 
     // The sender's own device sees its transaction ID; others do not.
     let own = s.sync(&alice, Some(&token), 0, None).await;
@@ -112,23 +122,7 @@ async fn long_poll_wakes_and_times_out(backend: Backend) {
 async fn long_poll_wakes_when_held_back_events_are_evaluated(backend: Backend) {
     let (s, alice, bob, room, token) = alice_and_bob(backend).await;
 
-    // Recording an evaluated batch fails while the trigger stands (the evaluator retries).
-    let pool = s.db.pool().await;
-    let hold = match backend {
-        Backend::Sqlite => vec![
-            "CREATE TRIGGER hold_evaluation BEFORE UPDATE ON stream_counters WHEN NEW.stream = 'push_evaluated' \
-             BEGIN SELECT RAISE(ABORT, 'held by the test'); END",
-        ],
-        Backend::Postgres => vec![
-            "CREATE FUNCTION hold_evaluation() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'held by the test'; END $$",
-            "CREATE TRIGGER hold_evaluation BEFORE UPDATE ON stream_counters FOR EACH ROW \
-             WHEN (NEW.stream = 'push_evaluated') EXECUTE FUNCTION hold_evaluation()",
-        ],
-    };
-    for statement in hold {
-        sqlx::query(statement).execute(&pool).await.unwrap();
-    }
+    hold_push_evaluation(&s).await;
     // Polls as a client does until the event arrives; without presence, whose changes would
     // answer a long-poll for reasons of their own.
     let no_presence = json!({"presence": {"types": []}});
@@ -136,7 +130,6 @@ async fn long_poll_wakes_when_held_back_events_are_evaluated(backend: Backend) {
         let mut since = token.clone();
         loop {
             let response = s.sync(&bob, Some(&since), 60_000, Some(&no_presence)).await;
-            eprintln!("DBG {:?} {response}", std::time::Instant::now());
             if !timeline(&response, &room).is_empty() {
                 return response;
             }
@@ -149,11 +142,7 @@ async fn long_poll_wakes_when_held_back_events_are_evaluated(backend: Backend) {
         // Longer than a sync waits for evaluation, twice (the sender's presence change wakes it
         // once more, with nothing to show): the long-poll has given up on this event.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let release = match backend {
-            Backend::Sqlite => "DROP TRIGGER hold_evaluation",
-            Backend::Postgres => "DROP TRIGGER hold_evaluation ON stream_counters",
-        };
-        sqlx::query(release).execute(&pool).await.unwrap();
+        release_push_evaluation(&s).await;
         sent
     };
     let (woken, sent) =

@@ -371,6 +371,35 @@ pub async fn prev_events(pool: &sqlx::AnyPool, event_id: &str) -> Vec<String> {
     rows.iter().map(|r| r.get(0)).collect()
 }
 
+/// Stalls push evaluation: recording an evaluated batch fails (and the evaluator retries) until
+/// [`release_push_evaluation`]. Events committed meanwhile wait unevaluated, and unshown.
+pub async fn hold_push_evaluation(s: &TestServer) {
+    let hold = match s.backend {
+        Backend::Sqlite => vec![
+            "CREATE TRIGGER hold_evaluation BEFORE UPDATE ON stream_counters WHEN NEW.stream = 'push_evaluated' \
+             BEGIN SELECT RAISE(ABORT, 'held by the test'); END",
+        ],
+        Backend::Postgres => vec![
+            "CREATE FUNCTION hold_evaluation() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'held by the test'; END $$",
+            "CREATE TRIGGER hold_evaluation BEFORE UPDATE ON stream_counters FOR EACH ROW \
+             WHEN (NEW.stream = 'push_evaluated') EXECUTE FUNCTION hold_evaluation()",
+        ],
+    };
+    let pool = s.db.pool().await;
+    for statement in hold {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+}
+
+pub async fn release_push_evaluation(s: &TestServer) {
+    let release = match s.backend {
+        Backend::Sqlite => "DROP TRIGGER hold_evaluation",
+        Backend::Postgres => "DROP TRIGGER hold_evaluation ON stream_counters",
+    };
+    sqlx::query(release).execute(&s.db.pool().await).await.unwrap();
+}
+
 /// Sync helpers.
 impl TestServer {
     /// One /sync; panics unless it answers 200.
