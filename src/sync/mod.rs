@@ -100,15 +100,17 @@ impl SyncService {
     /// or the server shuts down.
     pub async fn sync(&self, request: &SyncRequest<'_>, mut shutdown: watch::Receiver<bool>) -> Result<JsonValue> {
         let notify = self.notifier.subscribe(request.user_id);
-        // The user counts as syncing (online) for as long as this call lasts.
-        let _syncing = self.presence.sync_started(request.user_id, request.set_presence).await?;
+        // The user counts as syncing (online) for as long as this call lasts. This future and
+        // `build`'s are boxed: inline they would make every idle long-poll and WebSocket stream
+        // hold their ~6 KiB of state for the whole wait.
+        let _syncing = Box::pin(self.presence.sync_started(request.user_id, request.set_presence)).await?;
         let deadline = tokio::time::Instant::now() + request.timeout;
         loop {
             // Registered before reading, so a change between the read and the wait still wakes us.
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let built = self.build(request).await?;
+            let built = Box::pin(self.build(request)).await?;
             if built.has_news
                 || request.since.is_none()
                 || tokio::time::Instant::now() >= deadline
