@@ -131,16 +131,18 @@ impl SyncService {
         }
         // The summary may be left out when it has not changed (spec: "RoomSummary"): only rooms
         // shown whole, or whose memberships changed in the timeline, need their members.
-        let summarized: Vec<&str> = shown
+        let whole: HashSet<&str> = needs_state.iter().copied().collect();
+        let summarized: HashSet<&str> = shown
             .iter()
             .copied()
             .filter(|room| {
-                needs_state.contains(room)
+                whole.contains(room)
                     || timelines.get(*room).is_some_and(|rows| rows.iter().any(|e| e.event_type == "m.room.member"))
             })
             .collect();
+        let summarized_ids: Vec<&str> = summarized.iter().copied().collect();
         let mut members: HashMap<String, Vec<(String, String, i64)>> = HashMap::new();
-        for (room, user, membership, stream) in storage.members_of_rooms(&summarized).await? {
+        for (room, user, membership, stream) in storage.members_of_rooms(&summarized_ids).await? {
             members.entry(room).or_default().push((user, membership, stream));
         }
 
@@ -219,7 +221,7 @@ impl SyncService {
             let count = |m: &str| room_members.iter().filter(|(_, membership, _)| membership == m).count();
             let heroes: Vec<&str> =
                 room_members.iter().map(|(u, _, _)| u.as_str()).filter(|u| *u != user_id).take(5).collect();
-            let summary = if summarized.contains(&room_id) {
+            let summary = if summarized.contains(room_id) {
                 json!({
                     "m.heroes": heroes,
                     "m.joined_member_count": count("join"),
