@@ -15,10 +15,39 @@ pub(super) async fn next_position(tx: &mut Transaction<'static, Any>, stream: &s
     Ok(row.get(0))
 }
 
-/// (visible, committed) event positions from the lowest position still being written and the
-/// highest committed one: readers stop below the former.
-pub(super) fn event_bounds(lowest_in_flight: Option<i64>, max_committed: i64) -> (i64, i64) {
-    (lowest_in_flight.map_or(max_committed, |lowest| max_committed.min(lowest - 1)), max_committed)
+/// Collects the rows of [`POSITION_ROWS`], whichever statement they come with.
+#[derive(Default)]
+pub(super) struct PositionRows {
+    positions: std::collections::HashMap<String, i64>,
+    lowest_in_flight: Option<i64>,
+    max_committed: i64,
+}
+
+/// The stream counters, the lowest event position still being written and the highest committed
+/// one, as `(stream, position)` rows; statements that read more pad these rows with NULLs.
+pub(super) const POSITION_ROWS: [&str; 3] = [
+    "stream, position FROM stream_counters",
+    "'.in_flight', MIN(position) FROM event_positions_in_flight",
+    "'.events', COALESCE(MAX(stream_ordering), 0) FROM events",
+];
+
+impl PositionRows {
+    pub(super) fn add(&mut self, stream: String, position: Option<i64>) {
+        match stream.as_str() {
+            ".in_flight" => self.lowest_in_flight = position,
+            ".events" => self.max_committed = position.unwrap_or(0),
+            _ => {
+                self.positions.insert(stream, position.unwrap_or(0));
+            }
+        }
+    }
+
+    /// The stream positions, and the (visible, committed) event positions: readers stop below the
+    /// lowest position still being written.
+    pub(super) fn finish(self) -> (std::collections::HashMap<String, i64>, (i64, i64)) {
+        let max = self.max_committed;
+        (self.positions, (self.lowest_in_flight.map_or(max, |lowest| max.min(lowest - 1)), max))
+    }
 }
 
 pub struct AccountDataRow {
@@ -65,26 +94,13 @@ impl Storage {
         if !self.shares_event_positions() {
             return Ok((self.stream_positions().await?, None));
         }
-        let rows = sqlx::query(
-            "SELECT stream, position FROM stream_counters \
-             UNION ALL SELECT '.in_flight', MIN(position) FROM event_positions_in_flight \
-             UNION ALL SELECT '.events', COALESCE(MAX(stream_ordering), 0) FROM events",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut positions = std::collections::HashMap::new();
-        let (mut in_flight, mut max) = (None, 0);
-        for row in rows {
-            let (stream, position): (String, Option<i64>) = (row.get(0), row.get(1));
-            match stream.as_str() {
-                ".in_flight" => in_flight = position,
-                ".events" => max = position.unwrap_or(0),
-                _ => {
-                    positions.insert(stream, position.unwrap_or(0));
-                }
-            }
+        let sql = POSITION_ROWS.map(|rows| format!("SELECT {rows}")).join(" UNION ALL ");
+        let mut collected = PositionRows::default();
+        for row in sqlx::query(&sql).fetch_all(&self.pool).await? {
+            collected.add(row.get(0), row.get(1));
         }
-        Ok((positions, Some(event_bounds(in_flight, max))))
+        let (positions, bounds) = collected.finish();
+        Ok((positions, Some(bounds)))
     }
 
     /// The newest room event's stream ordering.

@@ -4,7 +4,7 @@
 use sqlx::{any::AnyRow, Row};
 
 use super::{
-    delivery::next_position,
+    delivery::{next_position, PositionRows, POSITION_ROWS},
     events::{event_row, EVENT_COLUMNS},
     placeholders, Backend, EventRow, Storage,
 };
@@ -134,29 +134,21 @@ impl Storage {
                WHERE stream_ordering > COALESCE((SELECT position FROM stream_counters WHERE stream = 'push_evaluated'), 0) \
                AND stream_ordering < COALESCE((SELECT MIN(position) FROM event_positions_in_flight), $1) \
                ORDER BY stream_ordering LIMIT $2) \
-             UNION ALL SELECT {nulls}, stream, position FROM stream_counters \
-             UNION ALL SELECT {nulls}, '.in_flight', MIN(position) FROM event_positions_in_flight \
-             UNION ALL SELECT {nulls}, '.events', COALESCE(MAX(stream_ordering), 0) FROM events"
+             {}",
+            POSITION_ROWS.map(|rows| format!("UNION ALL SELECT {nulls}, {rows}")).join(" ")
         );
         let rows = sqlx::query(&sql).bind(i64::MAX).bind(limit).fetch_all(&self.pool).await?;
-        let mut positions = std::collections::HashMap::new();
-        let (mut in_flight, mut max_event, mut events) = (None, 0, Vec::new());
+        let (mut collected, mut events) = (PositionRows::default(), Vec::new());
         let position_column = EVENT_COLUMNS.split(", ").count();
         for row in rows {
-            let stream: Option<String> = row.get(position_column);
-            let position: Option<i64> = row.get(position_column + 1);
-            match stream.as_deref() {
+            match row.get::<Option<String>, _>(position_column) {
                 None => events.push(event_row(row)),
-                Some(".in_flight") => in_flight = position,
-                Some(".events") => max_event = position.unwrap_or(0),
-                Some(_) => {
-                    positions.insert(stream.unwrap_or_default(), position.unwrap_or(0));
-                }
+                Some(stream) => collected.add(stream, row.get(position_column + 1)),
             }
         }
         events.sort_by_key(|e: &EventRow| e.stream_ordering);
+        let (positions, (upto, _)) = collected.finish();
         let from = positions.get("push_evaluated").copied().unwrap_or(0);
-        let (upto, _) = super::delivery::event_bounds(in_flight, max_event);
         Ok(EvaluationBatch { positions, from, upto, events })
     }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{Storage, ToDeviceRow};
+use super::{delivery::PositionRows, Storage, ToDeviceRow};
 use crate::error::Result;
 
 pub struct SyncStart {
@@ -76,29 +76,26 @@ impl Storage {
             key_counts: Vec::new(),
             unused_fallbacks: Vec::new(),
         };
-        let (mut in_flight, mut max_event) = (None, 0);
+        let mut positions = PositionRows::default();
         for row in rows {
             let (kind, a, b, n, c): (String, String, Option<String>, Option<i64>, Option<String>) =
                 (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-            match (kind.as_str(), a.as_str()) {
-                ("p", ".in_flight") => in_flight = n,
-                ("p", ".events") => max_event = n.unwrap_or(0),
-                ("p", _) => {
-                    start.positions.insert(a, n.unwrap_or(0));
-                }
-                ("m", _) => start.memberships.push((a, b.unwrap_or_default(), n.unwrap_or(0))),
-                ("t", _) => start.to_device.push(ToDeviceRow {
+            match kind.as_str() {
+                "p" => positions.add(a, n),
+                "m" => start.memberships.push((a, b.unwrap_or_default(), n.unwrap_or(0))),
+                "t" => start.to_device.push(ToDeviceRow {
                     stream_id: n.unwrap_or(0),
                     sender: a,
                     event_type: b.unwrap_or_default(),
                     content: c.unwrap_or_default(),
                 }),
-                ("k", _) => start.key_counts.push((a, n.unwrap_or(0))),
+                "k" => start.key_counts.push((a, n.unwrap_or(0))),
                 _ => start.unused_fallbacks.push(a),
             }
         }
         start.to_device.sort_by_key(|m| m.stream_id);
-        start.event_bounds = Some(super::delivery::event_bounds(in_flight, max_event));
+        let (positions, bounds) = positions.finish();
+        (start.positions, start.event_bounds) = (positions, Some(bounds));
         Ok(start)
     }
 }
