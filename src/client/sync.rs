@@ -19,26 +19,38 @@ use crate::{
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub async fn sync(s: Services, req: Ruma<sync_events::Request>) -> Result<JsonValue> {
-    let session = req.require_session()?;
-    let b = &req.body;
-    let filter = match &b.filter {
+    // Only what the sync needs is kept across its wait, not the whole parsed request: an idle
+    // long-poll holds this future for as long as it waits.
+    let Ruma { body, session, .. } = req;
+    let session = session.ok_or(Error::MissingToken)?;
+    let sync_events::Request { filter, since, full_state, set_presence, timeout, .. } = body;
+    let filter = match filter {
         None => SyncFilter::default(),
-        Some(Filter::FilterDefinition(definition)) => SyncFilter::from_definition(definition),
+        Some(Filter::FilterDefinition(definition)) => SyncFilter::from_definition(&definition),
         Some(Filter::FilterId(id)) => {
-            SyncFilter::from_definition(&stored_filter(&s, session.user_id.as_str(), id).await?)
+            SyncFilter::from_definition(&Box::pin(stored_filter(&s, session.user_id.as_str(), &id)).await?)
         }
         Some(_) => SyncFilter::default(),
     };
     let request = SyncRequest {
         user_id: session.user_id.as_str(),
         device_id: session.device_id.as_str(),
-        since: b.since.as_deref().map(StreamToken::parse).transpose()?,
-        full_state: b.full_state,
+        since: since.map(|since| StreamToken::parse(&since)).transpose()?,
+        full_state,
         filter,
-        timeout: b.timeout.unwrap_or_default().min(MAX_TIMEOUT),
-        set_presence: b.set_presence.as_str(),
+        timeout: timeout.unwrap_or_default().min(MAX_TIMEOUT),
+        set_presence: presence_of(&set_presence),
     };
     s.sync.sync(&request, s.shutdown.clone()).await
+}
+
+/// `set_presence` as one of the spec's three values.
+fn presence_of(set_presence: &ruma::presence::PresenceState) -> &'static str {
+    match set_presence {
+        ruma::presence::PresenceState::Offline => crate::presence::OFFLINE,
+        ruma::presence::PresenceState::Unavailable => crate::presence::UNAVAILABLE,
+        _ => crate::presence::ONLINE,
+    }
 }
 
 async fn stored_filter(s: &Services, user_id: &str, id: &str) -> Result<FilterDefinition> {

@@ -80,6 +80,18 @@ where
     type Rejection = Error;
 
     async fn from_request(request: Request, services: &Services) -> Result<Self> {
+        // Boxed: inline, the extraction's state (body read, token lookup) would stay reserved in
+        // the handler's future for as long as the request lasts, a long-poll's whole wait.
+        Box::pin(Self::extract(request, services)).await
+    }
+}
+
+impl<T> Ruma<T>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: TokenPolicy,
+{
+    async fn extract(request: Request, services: &Services) -> Result<Self> {
         let (mut parts, body) = request.into_parts();
         let mut path_args: Vec<String> = match RawPathParams::from_request_parts(&mut parts, services).await {
             Ok(params) => params.iter().map(|(_, v)| v.to_owned()).collect(),

@@ -386,7 +386,10 @@ impl Storage {
     }
 
     /// For each room, its newest events in `(after, upto]`, at most `per_room` of them, oldest
-    /// first: one query for all the rooms of a sync.
+    /// first: one query for all the rooms of a sync. Each room is read backwards on its
+    /// `(room_id, stream_ordering)` index and stops after `per_room` rows, so the cost follows the
+    /// rooms and the limit, not the length of their histories (a window over every event of the
+    /// rooms read them all: 26 ms for 200 rooms of 27 events, and growing with history).
     pub async fn recent_events_of_rooms(
         &self,
         room_ids: &[&str],
@@ -394,12 +397,35 @@ impl Storage {
         upto: i64,
         per_room: i64,
     ) -> Result<Vec<EventRow>> {
+        // SQLite has no LATERAL: one limited arm per room, within its 500-term compound limit.
+        let chunk_size = match self.backend {
+            Backend::Postgres => 500,
+            Backend::Sqlite => 250,
+        };
+        let newest = |room: &str| {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 \
+                 AND room_id = {room} ORDER BY stream_ordering DESC LIMIT $3"
+            )
+        };
         let mut found = Vec::new();
-        for chunk in room_ids.chunks(500) {
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM (SELECT {EVENT_COLUMNS}, ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY stream_ordering DESC) AS rn                  FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 AND room_id IN ({})) recent                  WHERE rn <= $3 ORDER BY stream_ordering",
-                placeholders(4, chunk.len())
-            );
+        for chunk in room_ids.chunks(chunk_size) {
+            let sql = match self.backend {
+                Backend::Postgres => {
+                    let rooms: Vec<String> = (4..4 + chunk.len()).map(|i| format!("(${i})")).collect();
+                    format!(
+                        "SELECT recent.* FROM (VALUES {}) AS r(room_id) CROSS JOIN LATERAL ({}) recent \
+                         ORDER BY recent.stream_ordering",
+                        rooms.join(", "),
+                        newest("r.room_id")
+                    )
+                }
+                Backend::Sqlite => {
+                    let arms: Vec<String> =
+                        (4..4 + chunk.len()).map(|i| format!("SELECT * FROM ({})", newest(&format!("${i}")))).collect();
+                    format!("{} ORDER BY stream_ordering", arms.join(" UNION ALL "))
+                }
+            };
             let query = bind_all!(sqlx::query(&sql).bind(after).bind(upto).bind(per_room), chunk);
             found.extend(query.fetch_all(&self.pool).await?.into_iter().map(event_row));
         }

@@ -13,6 +13,7 @@ crate::backend_tests!(
     long_poll_wakes_when_held_back_events_are_evaluated,
     exactly_once_with_concurrent_writers,
     timeline_limit_and_lazy_members,
+    each_room_has_its_own_timeline_limit,
     invites_and_leaves,
 );
 
@@ -292,6 +293,48 @@ async fn timeline_limit_and_lazy_members(backend: Backend) {
         404,
         "M_NOT_FOUND",
     );
+    s.stop().await;
+}
+
+/// The timelines of all rooms are read at once: each room keeps its own newest `limit` events,
+/// from the start for a fresh sync and after the token for an incremental one.
+async fn each_room_has_its_own_timeline_limit(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let mut rooms = Vec::new();
+    for (name, count) in [("a", 5), ("b", 1), ("c", 12)] {
+        let room = s.create_room(&alice, json!({})).await;
+        for n in 0..count {
+            s.send_text(&alice, &room, &format!("{name}{n}")).await;
+        }
+        rooms.push(room);
+    }
+    let bodies = |response: &Value, room: &str| -> Vec<String> {
+        timeline(response, room).iter().filter_map(|e| e["content"]["body"].as_str().map(str::to_owned)).collect()
+    };
+    let filter = json!({"room": {"timeline": {"limit": 3}}});
+    let first = s.sync(&alice, None, 0, Some(&filter)).await;
+    assert_eq!(bodies(&first, &rooms[0]), ["a2", "a3", "a4"]);
+    assert_eq!(bodies(&first, &rooms[1]), ["b0"]);
+    assert_eq!(timeline(&first, &rooms[1]).len(), 3, "room b shows its newest 3 events, state included");
+    assert_eq!(bodies(&first, &rooms[2]), ["c9", "c10", "c11"]);
+    for room in [&rooms[0], &rooms[2]] {
+        assert_eq!(first["rooms"]["join"][room]["timeline"]["limited"], true);
+    }
+
+    let since = first["next_batch"].as_str().unwrap();
+    for n in 5..7 {
+        s.send_text(&alice, &rooms[0], &format!("a{n}")).await;
+    }
+    for n in 12..16 {
+        s.send_text(&alice, &rooms[2], &format!("c{n}")).await;
+    }
+    let next = s.sync(&alice, Some(since), 0, Some(&filter)).await;
+    assert_eq!(bodies(&next, &rooms[0]), ["a5", "a6"]);
+    assert_eq!(next["rooms"]["join"][&rooms[0]]["timeline"]["limited"], false);
+    assert_eq!(bodies(&next, &rooms[2]), ["c13", "c14", "c15"]);
+    assert_eq!(next["rooms"]["join"][&rooms[2]]["timeline"]["limited"], true);
+    assert!(next["rooms"]["join"].get(&rooms[1]).is_none(), "room b has nothing new: {next}");
     s.stop().await;
 }
 
