@@ -6,19 +6,18 @@ use ruma::api::client::{
     filter::{create_filter::v3 as create_filter, get_filter::v3 as get_filter, FilterDefinition},
     sync::sync_events::v3::{self as sync_events, Filter},
 };
-use serde_json::Value as JsonValue;
 
 use crate::{
     error::{Error, Result},
     http::Ruma,
     services::Services,
-    sync::{StreamToken, SyncFilter, SyncRequest},
+    sync::{StreamToken, SyncFilter, SyncRequest, SyncResponse},
 };
 
 /// The longest a long-poll waits, whatever the client asks.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub async fn sync(s: Services, req: Ruma<sync_events::Request>) -> Result<JsonValue> {
+pub async fn sync(s: Services, req: Ruma<sync_events::Request>) -> Result<SyncResponse> {
     // Only what the sync needs is kept across its wait, not the whole parsed request: an idle
     // long-poll holds this future for as long as it waits.
     let Ruma { body, session, .. } = req;

@@ -102,10 +102,9 @@ impl Connection {
     }
 
     /// Sends a frame, or reports the client as too slow to take it.
-    async fn send(&mut self, frame: JsonValue) -> std::result::Result<(), u16> {
-        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Text(Utf8Bytes::from(frame.to_string()))))
-            .await
-        {
+    async fn send(&mut self, frame: impl serde::Serialize) -> std::result::Result<(), u16> {
+        let Ok(text) = serde_json::to_string(&frame) else { return Err(0) };
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Text(Utf8Bytes::from(text)))).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(0),
             Err(_) => Err(CLOSE_SLOW_CONSUMER),
@@ -203,11 +202,11 @@ impl Connection {
                     return self.close(CLOSE_SHUTTING_DOWN, "sync failed; reconnect").await;
                 }
                 Some(Ok(body)) => {
-                    let next = body["next_batch"].as_str().and_then(|t| StreamToken::parse(t).ok());
+                    let next = StreamToken::parse(&body.next_batch).ok();
                     // An empty wait (no news before the wait ended) sends nothing.
                     let empty = token.is_some() && next == token;
                     if !empty {
-                        if let Err(code) = self.send(json!({"type": "sync", "body": body})).await {
+                        if let Err(code) = self.send(SyncFrame { kind: "sync", body: &body }).await {
                             return self.fail(code).await;
                         }
                     }
@@ -220,6 +219,14 @@ impl Connection {
             }
         }
     }
+}
+
+/// A sync response on the stream: `{"type": "sync", "body": …}` (DESIGN.md, WebSocket protocol).
+#[derive(serde::Serialize)]
+struct SyncFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    body: &'a crate::sync::SyncResponse,
 }
 
 async fn stream_filter(s: &Services, session: &Session, text: &str) -> Result<SyncFilter> {

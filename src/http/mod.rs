@@ -40,21 +40,23 @@ pub trait EndpointRouter {
 /// Registers an endpoint parsed with ruma's request type whose response Axon builds as JSON itself
 /// (`/sync`, whose body the WebSocket stream shares).
 pub trait JsonEndpointRouter {
-    fn json_endpoint<T, H, Fut>(self, handler: H) -> Self
+    fn json_endpoint<T, H, Fut, R>(self, handler: H) -> Self
     where
         T: IncomingRequest + Send + 'static,
         T::Authentication: TokenPolicy,
         H: Fn(Services, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<serde_json::Value, Error>> + Send + 'static;
+        Fut: Future<Output = Result<R, Error>> + Send + 'static,
+        R: serde::Serialize + Send + 'static;
 }
 
 impl JsonEndpointRouter for Router<Services> {
-    fn json_endpoint<T, H, Fut>(self, handler: H) -> Self
+    fn json_endpoint<T, H, Fut, R>(self, handler: H) -> Self
     where
         T: IncomingRequest + Send + 'static,
         T::Authentication: TokenPolicy,
         H: Fn(Services, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<serde_json::Value, Error>> + Send + 'static,
+        Fut: Future<Output = Result<R, Error>> + Send + 'static,
+        R: serde::Serialize + Send + 'static,
     {
         let method_router =
             on(method_filter::<T>(), move |State(services): State<Services>, request: Ruma<T>| async move {

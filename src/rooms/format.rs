@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
-use serde_json::{json, Map, Value as JsonValue};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, value::RawValue, Map, Value as JsonValue};
 
 use crate::{
     error::Result,
@@ -102,4 +102,79 @@ pub fn client_event(row: &EventRow, redacted_because: Option<&JsonValue>) -> Jso
     event.insert("event_id".into(), json!(row.event_id));
     event.insert("unsigned".into(), JsonValue::Object(unsigned));
     JsonValue::Object(event)
+}
+
+/// Formats rows as [`client_events`] does, straight to JSON text, with `unsigned.transaction_id`
+/// on the events `transaction_ids` maps (event ID → transaction ID). A sync response carries
+/// thousands of events: text copied from the PDU skips building, serializing and freeing a
+/// `serde_json::Value` tree for each. Rows that need more than their own PDU (redacted, replacing
+/// earlier state, with bundled children, redactions) take the `Value` path.
+pub async fn client_events_as_text<'a>(
+    storage: &Storage,
+    viewer: &str,
+    rows: impl IntoIterator<Item = &'a EventRow>,
+    transaction_ids: &HashMap<String, String>,
+) -> Result<Vec<Box<RawValue>>> {
+    let rows: Vec<&EventRow> = rows.into_iter().collect();
+    let needs_tree = |r: &EventRow| {
+        r.redacted_by.is_some() || r.replaces_state.is_some() || r.has_relations || r.event_type == "m.room.redaction"
+    };
+    let mut trees = client_events(storage, viewer, rows.iter().copied().filter(|r| needs_tree(r))).await?.into_iter();
+    let now = now_ms();
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let transaction_id = transaction_ids.get(&row.event_id).map(|key| super::transaction_id_of_key(key));
+        let text = if needs_tree(row) {
+            let mut event = trees.next().unwrap_or_default();
+            if let Some(transaction_id) = transaction_id {
+                event["unsigned"]["transaction_id"] = json!(transaction_id);
+            }
+            serde_json::value::to_raw_value(&event)
+        } else {
+            let pdu: RawClientFields = serde_json::from_str(&row.pdu).unwrap_or_default();
+            let age = pdu.origin_server_ts.and_then(|ts| ts.get().parse::<i64>().ok()).map(|ts| (now - ts).max(0));
+            serde_json::value::to_raw_value(&RawClientEvent {
+                fields: pdu,
+                event_id: &row.event_id,
+                unsigned: RawUnsigned { age, transaction_id },
+            })
+        };
+        events.push(text.map_err(crate::error::Error::internal)?);
+    }
+    Ok(events)
+}
+
+/// [`ClientFields`], borrowed from the PDU's text as it is, and written out as they came.
+#[derive(Default, Deserialize, Serialize)]
+struct RawClientFields<'a> {
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    origin_server_ts: Option<&'a RawValue>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    room_id: Option<&'a RawValue>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    sender: Option<&'a RawValue>,
+    #[serde(borrow, rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    state_key: Option<&'a RawValue>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    redacts: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct RawClientEvent<'a> {
+    #[serde(flatten)]
+    fields: RawClientFields<'a>,
+    event_id: &'a str,
+    unsigned: RawUnsigned<'a>,
+}
+
+#[derive(Serialize)]
+struct RawUnsigned<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction_id: Option<&'a str>,
 }

@@ -6,11 +6,12 @@ pub mod bus;
 mod event_stream;
 pub mod filter;
 mod notifier;
+pub mod response;
 mod rooms;
 pub mod token;
 mod writes;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use serde_json::{json, Value as JsonValue};
 use tokio::sync::watch;
@@ -19,6 +20,7 @@ pub use self::{
     event_stream::{EventStream, StreamWrite},
     filter::SyncFilter,
     notifier::Notifier,
+    response::SyncResponse,
     token::StreamToken,
 };
 use crate::{
@@ -30,7 +32,7 @@ const TO_DEVICE_PER_SYNC: i64 = 100;
 
 /// A sync response and what the sync loop needs to know of it.
 struct Built {
-    response: JsonValue,
+    response: SyncResponse,
     /// Whether it carries anything (an empty one does not end a long-poll).
     has_news: bool,
     /// Committed events past this position were left out (awaiting push evaluation, or behind an
@@ -98,7 +100,7 @@ impl SyncService {
 
     /// Answers a sync: at once when there is news, else when news arrives, the timeout passes,
     /// or the server shuts down.
-    pub async fn sync(&self, request: &SyncRequest<'_>, mut shutdown: watch::Receiver<bool>) -> Result<JsonValue> {
+    pub async fn sync(&self, request: &SyncRequest<'_>, mut shutdown: watch::Receiver<bool>) -> Result<SyncResponse> {
         let notify = self.notifier.subscribe(request.user_id);
         // The user counts as syncing (online) for as long as this call lasts. This future and
         // `build`'s are boxed: inline they would make every idle long-poll and WebSocket stream
@@ -225,21 +227,12 @@ impl SyncService {
         // their current presence, changed or not.
         let mut presence = presence_changes;
         if wants_presence && since.is_some() {
-            let mut newcomers: Vec<&str> = Vec::new();
-            for room in rooms.join.values() {
-                for event in room["timeline"]["events"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .chain(room["state"]["events"].as_array().into_iter().flatten())
-                {
-                    if event["type"] == "m.room.member" && event["content"]["membership"] == "join" {
-                        if let Some(user) = event["state_key"].as_str().filter(|u| *u != user_id) {
-                            newcomers.push(user);
-                        }
-                    }
-                }
-            }
+            let mut newcomers: Vec<&str> = rooms
+                .memberships_shown
+                .iter()
+                .filter(|(user, membership)| membership == "join" && user != user_id)
+                .map(|(user, _)| user.as_str())
+                .collect();
             newcomers.sort_unstable();
             newcomers.dedup();
             let known: Vec<String> = presence.iter().filter_map(|e| e["sender"].as_str().map(str::to_owned)).collect();
@@ -261,16 +254,16 @@ impl SyncService {
             && global_account_data.is_empty()
             && to_device.is_empty()
             && presence.is_empty());
-        let response = json!({
-            "next_batch": now.to_string(),
-            "rooms": {"join": rooms.join, "invite": rooms.invite, "knock": rooms.knock, "leave": rooms.leave},
-            "account_data": {"events": global_account_data},
-            "to_device": {"events": to_device},
-            "presence": {"events": presence},
-            "device_lists": {"changed": changed, "left": left},
-            "device_one_time_keys_count": key_counts,
-            "device_unused_fallback_key_types": unused_fallbacks,
-        });
+        let response = SyncResponse {
+            next_batch: now.to_string(),
+            rooms: response::Rooms { join: rooms.join, invite: rooms.invite, knock: rooms.knock, leave: rooms.leave },
+            account_data: response::Events { events: global_account_data },
+            to_device: response::Events { events: to_device },
+            presence: response::Events { events: presence },
+            device_lists: response::DeviceLists { changed, left },
+            device_one_time_keys_count: key_counts,
+            device_unused_fallback_key_types: unused_fallbacks,
+        };
         // Held back matters only when one of the user's rooms has an event past the token: other
         // rooms' writes in flight must not make every idle sync wake with evaluation.
         let held_back = held_back && !has_news && {
@@ -298,17 +291,11 @@ impl SyncService {
             Vec::new()
         };
         let mut gone = Vec::new();
-        for room in rooms.join.values() {
-            let events = room["timeline"]["events"].as_array().into_iter().flatten();
-            for event in events.chain(room["state"]["events"].as_array().into_iter().flatten()) {
-                let Some(member) = event["state_key"].as_str().filter(|_| event["type"] == "m.room.member") else {
-                    continue;
-                };
-                match event["content"]["membership"].as_str() {
-                    Some("join") if member != user_id => changed.push(member.to_owned()),
-                    Some("leave" | "ban") if member != user_id => gone.push(member.to_owned()),
-                    _ => {}
-                }
+        for (member, membership) in &rooms.memberships_shown {
+            match membership.as_str() {
+                "join" if member != user_id => changed.push(member.clone()),
+                "leave" | "ban" if member != user_id => gone.push(member.clone()),
+                _ => {}
             }
         }
         let left_rooms: Vec<&str> = rooms.leave.keys().map(String::as_str).collect();
@@ -324,26 +311,22 @@ impl SyncService {
         &self,
         user_id: &str,
         per_thread: bool,
-        join: &mut serde_json::Map<String, JsonValue>,
+        join: &mut BTreeMap<String, response::JoinedRoom>,
     ) -> Result<()> {
         if join.is_empty() {
             return Ok(());
         }
         let room_ids: Vec<&str> = join.keys().map(String::as_str).collect();
         let counts = self.rooms.storage().unread_push_counts(user_id, &room_ids).await?;
-        for room in join.values_mut() {
-            room["unread_notifications"] = json!({"notification_count": 0, "highlight_count": 0});
-        }
         for (room_id, thread_id, notifications, highlights) in counts {
             let Some(room) = join.get_mut(&room_id) else { continue };
-            if per_thread && thread_id != "main" {
-                room["unread_thread_notifications"][&thread_id] =
-                    json!({"notification_count": notifications, "highlight_count": highlights});
-                continue;
-            }
-            let total = &mut room["unread_notifications"];
-            total["notification_count"] = json!(total["notification_count"].as_i64().unwrap_or(0) + notifications);
-            total["highlight_count"] = json!(total["highlight_count"].as_i64().unwrap_or(0) + highlights);
+            let counts = if per_thread && thread_id != "main" {
+                room.unread_thread_notifications.entry(thread_id).or_default()
+            } else {
+                &mut room.unread_notifications
+            };
+            counts.notification_count += notifications;
+            counts.highlight_count += highlights;
         }
         Ok(())
     }

@@ -7,7 +7,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{json, Map, Value as JsonValue};
 
-use super::{token::StreamToken, SyncRequest, SyncService};
+use super::{
+    response::{Events, JoinedRoom, Timeline, UnreadCounts},
+    token::StreamToken,
+    SyncRequest, SyncService,
+};
 use crate::{error::Result, rooms::format, storage::EventRow};
 
 /// State shown to an invitee (spec: "Stripped state").
@@ -49,10 +53,13 @@ pub(super) struct RoomExtras {
 }
 
 pub(super) struct RoomsSection {
-    pub join: Map<String, JsonValue>,
+    pub join: BTreeMap<String, JoinedRoom>,
     pub invite: Map<String, JsonValue>,
     pub knock: Map<String, JsonValue>,
     pub leave: Map<String, JsonValue>,
+    /// `(user, membership)` of the member events shown in joined rooms (timelines and state), for
+    /// the presence and device lists of users newly sharing a room; read on incremental syncs only.
+    pub memberships_shown: Vec<(String, String)>,
 }
 
 impl SyncService {
@@ -148,7 +155,7 @@ impl SyncService {
 
         // Rooms are formatted together at the end: one query fetches the redactions and replaced
         // state of every room's events.
-        let mut pending: Vec<(&str, Vec<EventRow>, Vec<EventRow>, JsonValue)> = Vec::with_capacity(shown.len());
+        let mut pending: Vec<(&str, Vec<EventRow>, Vec<EventRow>, JoinedRoom)> = Vec::with_capacity(shown.len());
         for room_id in shown {
             let mut events = timelines.remove(room_id).unwrap_or_default();
             let limited = events.len() as i64 > limit;
@@ -230,29 +237,41 @@ impl SyncService {
             } else {
                 json!({})
             };
-            let room = json!({
-                "timeline": {
-                    "limited": limited,
-                    "prev_batch": prev_batch,
-                },
-                "ephemeral": {"events": ephemeral.remove(room_id).unwrap_or_default()},
-                "account_data": {"events": room_account_data.remove(room_id).unwrap_or_default()},
-                "summary": summary,
-                "unread_notifications": {"notification_count": 0, "highlight_count": 0},
-            });
+            let room = JoinedRoom {
+                timeline: Timeline { events: Vec::new(), limited, prev_batch },
+                state: Events { events: Vec::new() },
+                ephemeral: Events { events: ephemeral.remove(room_id).unwrap_or_default() },
+                account_data: Events { events: room_account_data.remove(room_id).unwrap_or_default() },
+                summary,
+                unread_notifications: UnreadCounts::default(),
+                unread_thread_notifications: BTreeMap::new(),
+            };
             pending.push((room_id, events, state_rows, room));
         }
         let all_rows: Vec<&EventRow> =
             pending.iter().flat_map(|(_, events, state, _)| events.iter().chain(state.iter())).collect();
-        let mut formatted = format::client_events(storage, user_id, all_rows).await?.into_iter();
-        let mut join = Map::new();
+        let memberships_shown = if since.is_some() {
+            all_rows
+                .iter()
+                .filter(|e| e.event_type == "m.room.member")
+                .filter_map(|e| {
+                    let membership = crate::rooms::Pdu::parse(&e.event_id, &e.pdu).ok()?.membership()?;
+                    Some((e.state_key.clone()?, membership))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let timeline_rows = pending.iter().flat_map(|(_, events, _, _)| events.iter());
+        let transaction_ids = own_transaction_ids(storage, user_id, device_id, timeline_rows).await?;
+        let mut formatted =
+            format::client_events_as_text(storage, user_id, all_rows, &transaction_ids).await?.into_iter();
+        let mut join = BTreeMap::new();
         for (room_id, events, state_rows, mut room) in pending {
-            room["timeline"]["events"] = JsonValue::Array(formatted.by_ref().take(events.len()).collect());
-            room["state"] = json!({"events": formatted.by_ref().take(state_rows.len()).collect::<Vec<_>>()});
+            room.timeline.events = formatted.by_ref().take(events.len()).collect();
+            room.state.events = formatted.by_ref().take(state_rows.len()).collect();
             join.insert(room_id.to_owned(), room);
         }
-
-        add_transaction_ids(storage, user_id, device_id, &mut join).await?;
 
         let stripped = |room_id: &String| stripped_state(current_state.get(room_id), user_id);
         let invite: Map<String, JsonValue> =
@@ -291,7 +310,7 @@ impl SyncService {
                 }),
             );
         }
-        Ok(RoomsSection { join, invite, knock, leave })
+        Ok(RoomsSection { join, invite, knock, leave, memberships_shown })
     }
 }
 
@@ -311,34 +330,19 @@ impl SyncService {
     }
 }
 
-/// Adds `unsigned.transaction_id` to the events this device sent, so that clients can match them
-/// with their local echoes (spec: "Local echo"). One query for the whole response.
-async fn add_transaction_ids(
+/// The transaction IDs of the events among `rows` that this device sent, so that clients can
+/// match them with their local echoes (spec: "Local echo"). One query for the whole response.
+async fn own_transaction_ids<'a>(
     storage: &crate::storage::Storage,
     user_id: &str,
     device_id: &str,
-    join: &mut Map<String, JsonValue>,
-) -> Result<()> {
-    let own: Vec<String> = join
-        .values()
-        .filter_map(|room| room["timeline"]["events"].as_array())
-        .flatten()
-        .filter(|e| e["sender"] == user_id)
-        .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
-        .collect();
+    rows: impl Iterator<Item = &'a EventRow>,
+) -> Result<HashMap<String, String>> {
+    let own: Vec<&str> = rows.filter(|e| e.sender == user_id).map(|e| e.event_id.as_str()).collect();
     if own.is_empty() {
-        return Ok(());
+        return Ok(HashMap::new());
     }
-    let refs: Vec<&str> = own.iter().map(String::as_str).collect();
-    let txns: HashMap<String, String> = storage.transaction_ids(user_id, device_id, &refs).await?.into_iter().collect();
-    for room in join.values_mut() {
-        let Some(events) = room["timeline"]["events"].as_array_mut() else { continue };
-        for event in events {
-            let Some(txn) = event["event_id"].as_str().and_then(|id| txns.get(id)) else { continue };
-            event["unsigned"]["transaction_id"] = json!(crate::rooms::transaction_id_of_key(txn));
-        }
-    }
-    Ok(())
+    Ok(storage.transaction_ids(user_id, device_id, &own).await?.into_iter().collect())
 }
 
 /// Groups receipt rows into `m.receipt` events per room (spec: "Receipts"); private receipts

@@ -174,6 +174,15 @@ async fn redactions(backend: Backend) {
         let redaction = history.iter().find(|e| e["event_id"] == redaction_id.as_str()).expect("redaction in timeline");
         assert_eq!(redaction["redacts"], secret.as_str());
     }
+    // A sync shows the same: the target stripped with its redaction, and the redaction's target.
+    let sync = s.sync(&bob, None, 0, Some(&json!({"room": {"timeline": {"limit": 50}}}))).await;
+    let events = crate::common::timeline(&sync, &room);
+    let stripped = events.iter().find(|e| e["event_id"] == secret.as_str()).expect("redacted event in the sync");
+    assert_eq!(stripped["content"], json!({}), "{stripped}");
+    assert_eq!(stripped["unsigned"]["redacted_because"]["event_id"], redaction_id.as_str(), "{stripped}");
+    let redaction = events.iter().find(|e| e["event_id"] == redaction_id.as_str()).expect("redaction in the sync");
+    assert_eq!(redaction["redacts"], secret.as_str(), "{redaction}");
+
     // A state event keeps its place in the state with its content stripped.
     let (_, topic) =
         s.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/?format=event"), Some(&alice.token)).await;
