@@ -17,12 +17,8 @@ pub async fn put_status(s: Services, req: Ruma<set_presence::Request>) -> Result
     let session = req.require_session()?;
     let b = &req.body;
     session.require_user(&b.user_id, "presence")?;
-    let state = match b.presence {
-        PresenceState::Online => "online",
-        PresenceState::Unavailable => "unavailable",
-        PresenceState::Offline => "offline",
-        _ => return Err(Error::InvalidParam("presence must be online, unavailable or offline".into())),
-    };
+    let state = crate::presence::state_name(&b.presence)
+        .ok_or_else(|| Error::InvalidParam("presence must be online, unavailable or offline".into()))?;
     s.sync.presence().set(session.user_id.as_str(), state, b.status_msg.clone()).await?;
     Ok(set_presence::Response::new())
 }

@@ -38,18 +38,10 @@ pub async fn sync(s: Services, req: Ruma<sync_events::Request>) -> Result<SyncRe
         full_state,
         filter,
         timeout: timeout.unwrap_or_default().min(MAX_TIMEOUT),
-        set_presence: presence_of(&set_presence),
+        // A value outside the spec's three syncs as the default, online.
+        set_presence: crate::presence::state_name(&set_presence).unwrap_or(crate::presence::ONLINE),
     };
     s.sync.sync(&request, s.shutdown.clone()).await
-}
-
-/// `set_presence` as one of the spec's three values.
-fn presence_of(set_presence: &ruma::presence::PresenceState) -> &'static str {
-    match set_presence {
-        ruma::presence::PresenceState::Offline => crate::presence::OFFLINE,
-        ruma::presence::PresenceState::Unavailable => crate::presence::UNAVAILABLE,
-        _ => crate::presence::ONLINE,
-    }
 }
 
 async fn stored_filter(s: &Services, user_id: &str, id: &str) -> Result<FilterDefinition> {

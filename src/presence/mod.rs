@@ -23,6 +23,17 @@ pub const ONLINE: &str = "online";
 pub const UNAVAILABLE: &str = "unavailable";
 pub const OFFLINE: &str = "offline";
 
+/// The spec's name of a presence state (spec: "m.presence"); `None` for a value outside its three.
+pub fn state_name(state: &ruma::presence::PresenceState) -> Option<&'static str> {
+    use ruma::presence::PresenceState;
+    match state {
+        PresenceState::Online => Some(ONLINE),
+        PresenceState::Unavailable => Some(UNAVAILABLE),
+        PresenceState::Offline => Some(OFFLINE),
+        _ => None,
+    }
+}
+
 /// How long what this process last wrote (or read) of a user's presence is taken for the stored
 /// row when nothing changes. Another process's change is noticed within this time.
 const WRITTEN_TRUSTED_FOR: Duration = Duration::from_secs(30);

@@ -43,21 +43,37 @@ pub async fn client_events<'a>(
 
 /// The PDU fields a client event carries. The rest (hashes, signatures, DAG edges) is skipped
 /// while parsing rather than built and thrown away: formatting is most of a large sync's work.
-#[derive(Default, Deserialize)]
-struct ClientFields {
-    content: Option<JsonValue>,
-    origin_server_ts: Option<JsonValue>,
-    room_id: Option<JsonValue>,
-    sender: Option<JsonValue>,
-    #[serde(rename = "type")]
-    kind: Option<JsonValue>,
-    state_key: Option<JsonValue>,
-    redacts: Option<JsonValue>,
+/// `V` is `JsonValue` to work on them, or `&RawValue` to copy them out as they came.
+#[derive(Deserialize, Serialize)]
+struct ClientFields<V> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<V>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin_server_ts: Option<V>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_id: Option<V>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender: Option<V>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<V>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_key: Option<V>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redacts: Option<V>,
 }
 
-impl ClientFields {
-    fn of(row: &EventRow) -> Self {
-        serde_json::from_str(&row.pdu).unwrap_or_default()
+impl<'a, V: Deserialize<'a>> ClientFields<V> {
+    /// The fields of the row's PDU; none when it does not parse.
+    fn of(row: &'a EventRow) -> Self {
+        serde_json::from_str(&row.pdu).unwrap_or(ClientFields {
+            content: None,
+            origin_server_ts: None,
+            room_id: None,
+            sender: None,
+            kind: None,
+            state_key: None,
+            redacts: None,
+        })
     }
 }
 
@@ -66,13 +82,13 @@ impl ClientFields {
 fn add_previous_state(event: &mut JsonValue, previous: &EventRow) {
     event["unsigned"]["replaces_state"] = json!(previous.event_id);
     event["unsigned"]["prev_sender"] = json!(previous.sender);
-    if let Some(content) = ClientFields::of(previous).content {
+    if let Some(content) = ClientFields::<JsonValue>::of(previous).content {
         event["unsigned"]["prev_content"] = content;
     }
 }
 
 pub fn client_event(row: &EventRow, redacted_because: Option<&JsonValue>) -> JsonValue {
-    let pdu = ClientFields::of(row);
+    let pdu = ClientFields::<JsonValue>::of(row);
     let mut unsigned = Map::new();
     if let Some(ts) = pdu.origin_server_ts.as_ref().and_then(JsonValue::as_i64) {
         unsigned.insert("age".into(), json!((now_ms() - ts).max(0)));
@@ -131,7 +147,7 @@ pub async fn client_events_as_text<'a>(
             }
             serde_json::value::to_raw_value(&event)
         } else {
-            let pdu: RawClientFields = serde_json::from_str(&row.pdu).unwrap_or_default();
+            let pdu = ClientFields::<&RawValue>::of(row);
             let age = pdu.origin_server_ts.and_then(|ts| ts.get().parse::<i64>().ok()).map(|ts| (now - ts).max(0));
             serde_json::value::to_raw_value(&RawClientEvent {
                 fields: pdu,
@@ -144,29 +160,10 @@ pub async fn client_events_as_text<'a>(
     Ok(events)
 }
 
-/// [`ClientFields`], borrowed from the PDU's text as it is, and written out as they came.
-#[derive(Default, Deserialize, Serialize)]
-struct RawClientFields<'a> {
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    content: Option<&'a RawValue>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    origin_server_ts: Option<&'a RawValue>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    room_id: Option<&'a RawValue>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    sender: Option<&'a RawValue>,
-    #[serde(borrow, rename = "type", skip_serializing_if = "Option::is_none")]
-    kind: Option<&'a RawValue>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    state_key: Option<&'a RawValue>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    redacts: Option<&'a RawValue>,
-}
-
 #[derive(Serialize)]
 struct RawClientEvent<'a> {
     #[serde(flatten)]
-    fields: RawClientFields<'a>,
+    fields: ClientFields<&'a RawValue>,
     event_id: &'a str,
     unsigned: RawUnsigned<'a>,
 }

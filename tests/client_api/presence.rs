@@ -96,6 +96,8 @@ async fn status_and_audience(backend: Backend) {
     let status = format!("/_matrix/client/v3/presence/{}/status", alice.user_id);
     let set = s.put(&status, Some(&alice.token), json!({"presence": "unavailable", "status_msg": "at lunch"})).await;
     assert_eq!(set.0, StatusCode::OK, "{}", set.1);
+    // Only the spec's three states may be set.
+    assert_error(&s.put(&status, Some(&alice.token), json!({"presence": "busy"})).await, 400, "M_INVALID_PARAM");
     let (content, bob_token) = wait_for_presence(&s, &bob, &bob_token, &alice, "unavailable").await;
     assert_eq!(content["status_msg"], "at lunch");
     // Someone who shares no room hears nothing.
