@@ -58,7 +58,8 @@ pub(super) async fn raw_events<T>(
     viewer: &ruma::UserId,
     rows: &[crate::storage::EventRow],
 ) -> Result<Vec<ruma::serde::Raw<T>>> {
-    format::client_events(storage, viewer.as_str(), rows).await?.iter().map(raw).collect()
+    let events = format::client_events_as_text(storage, viewer.as_str(), rows, &Default::default()).await?;
+    Ok(events.into_iter().map(ruma::serde::Raw::from_json).collect())
 }
 
 pub async fn get_context(s: Services, req: Ruma<context::Request>) -> Result<context::Response> {

@@ -29,6 +29,9 @@ const EVALUATION_WAIT: Duration = Duration::from_secs(2);
 /// How often a sync that held events back looks again without news of evaluation (a missed bus
 /// message must not leave events unshown until the long-poll times out).
 const EVALUATION_RECHECK: Duration = Duration::from_millis(250);
+/// How often a sync waiting for evaluation reads the recorded position, in case the bus message
+/// of another process's evaluator was missed.
+const DATABASE_RECHECK: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct Push {
@@ -137,17 +140,20 @@ impl Push {
         }
         let mut changed = self.evaluated.subscribe();
         let deadline = tokio::time::Instant::now() + EVALUATION_WAIT;
+        evaluated = evaluated.max(*changed.borrow_and_update());
+        // This process's evaluator, and other processes' through the bus, move `changed`. The
+        // database is read only as a fallback for a missed bus message: a read per wake and every
+        // few milliseconds was, under load, the statement a sync ran most.
+        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + DATABASE_RECHECK, DATABASE_RECHECK);
         while evaluated < position && tokio::time::Instant::now() < deadline {
-            if *changed.borrow_and_update() < position {
-                // Another process may be the one evaluating: look again every few milliseconds.
-                tokio::select! {
-                    _ = changed.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
-                }
+            tokio::select! {
+                moved = changed.changed() => match moved {
+                    Ok(()) => evaluated = evaluated.max(*changed.borrow_and_update()),
+                    Err(_) => return read_position().await,
+                },
+                _ = recheck.tick() => evaluated = evaluated.max(read_position().await?),
+                _ = tokio::time::sleep_until(deadline) => {}
             }
-            // This process's evaluator says so without a query.
-            let local = *changed.borrow();
-            evaluated = if local >= position { local } else { read_position().await? };
         }
         Ok(evaluated)
     }

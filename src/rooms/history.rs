@@ -171,25 +171,17 @@ fn content_field(row: &EventRow, field: &str) -> Option<String> {
 }
 
 impl Rooms {
+    /// One query for both histories: a page of history pays a round trip per statement.
     pub async fn visibility(&self, room_id: &RoomId, user_id: &UserId) -> Result<Visibility> {
-        let storage = &self.storage;
-        let memberships =
-            storage.state_history(room_id.as_str(), "m.room.member", Some(user_id.as_str()), i64::MAX).await?;
-        let visibilities =
-            storage.state_history(room_id.as_str(), "m.room.history_visibility", Some(""), i64::MAX).await?;
-        let pairs = |rows: Vec<EventRow>, field: &str| {
-            rows.iter().filter_map(|r| Some((r.stream_ordering, content_field(r, field)?))).collect::<Vec<_>>()
-        };
-        Ok(Visibility {
-            memberships: pairs(memberships, "membership"),
-            visibilities: pairs(visibilities, "history_visibility"),
-        })
+        let rows = self.storage.visibility_events(&[room_id.as_str()], user_id.as_str()).await?;
+        Ok(visibilities(&rows)
+            .remove(room_id.as_str())
+            .unwrap_or(Visibility { memberships: Vec::new(), visibilities: Vec::new() }))
     }
 
+    /// What the user may see of a room they may read; `Forbidden` otherwise, also when the room
+    /// does not exist (it has no history the user could see).
     pub(super) async fn readable_visibility(&self, room_id: &RoomId, user_id: &UserId) -> Result<Visibility> {
-        if self.storage.room(room_id.as_str()).await?.is_none() {
-            return Err(Error::Forbidden("you are not in this room".into()));
-        }
         let visibility = self.visibility(room_id, user_id).await?;
         if !visibility.may_read_room() {
             return Err(Error::Forbidden("you are not in this room".into()));
@@ -208,7 +200,10 @@ impl Rooms {
         let Pagination { from, to, direction, limit } = page;
         let visibility = self.readable_visibility(room_id, user_id).await?;
         let limit = limit.clamp(1, 1000);
-        let batch = (limit as i64 * 2).max(50);
+        // One row past the page tells whether more follow; a batch grows only when rows the
+        // reader may not see were skipped. Each row carries its PDU: reading twice the page, as a
+        // fixed margin would, doubles what the database sends.
+        let mut batch = limit as i64 + 1;
         let mut chunk = Vec::new();
         let (start, mut cursor) = match direction {
             Direction::Backward => {
@@ -221,7 +216,8 @@ impl Rooms {
             }
         };
         let mut scanned = 0;
-        let mut exhausted = false;
+        // The last batch ran out (the room's start or end, or `to`) and the page took all of it.
+        let mut reached_end = false;
         while chunk.len() < limit && scanned < MAX_SCANNED {
             let rows = match direction {
                 Direction::Backward => {
@@ -231,9 +227,12 @@ impl Rooms {
                     self.storage.room_events(room_id.as_str(), cursor, to.unwrap_or(i64::MAX), false, batch).await?
                 }
             };
-            exhausted = (rows.len() as i64) < batch;
-            scanned += rows.len() as i64;
+            let exhausted = (rows.len() as i64) < batch;
+            let fetched = rows.len();
+            scanned += fetched as i64;
+            let mut consumed = 0;
             for row in rows {
+                consumed += 1;
                 cursor = direction.cursor_after(&row);
                 if visibility.can_see(row.stream_ordering) && filter.matches(&row) {
                     chunk.push(row);
@@ -243,11 +242,13 @@ impl Rooms {
                 }
             }
             if exhausted {
+                reached_end = consumed == fetched;
                 break;
             }
+            batch = (batch * 2).min(MAX_SCANNED);
         }
-        let reached_limit = chunk.len() == limit;
-        let end = (!exhausted || reached_limit).then_some(cursor);
+        // Spec: `end` is omitted when no further events are available.
+        let end = (!reached_end).then_some(cursor);
         let state =
             if filter.lazy_load_members { self.member_events_of_senders(room_id, &chunk).await? } else { Vec::new() };
         Ok(MessagesPage { chunk, start, end, state })

@@ -1,7 +1,8 @@
 //! Rooms as DAGs of signed events. Every event goes through [`Rooms::append_with`]: under the room's
 //! writer lock it is built on the room's forward extremities, checked against the authorization
 //! rules of the room version (ruma's state-res), and persisted with its edges, state delta and stream
-//! ordering in one transaction.
+//! ordering in one transaction. On PostgreSQL a message on a cached room state is first tried as
+//! one statement guarded by the room's head ([`Rooms::append`]).
 
 mod create;
 mod directory;
@@ -82,6 +83,49 @@ pub fn transaction_id_of_key(key: &str) -> &str {
 pub struct Appended {
     pub event_id: OwnedEventId,
     pub stream_ordering: i64,
+}
+
+/// An event built, signed and authorized on the room's state, to be stored.
+struct Prepared {
+    event_id: OwnedEventId,
+    json: String,
+    pdu: Arc<Pdu>,
+    auth_events: Vec<OwnedEventId>,
+    depth: i64,
+    kind: String,
+    state_key: Option<String>,
+    room_id: String,
+    sender: String,
+    origin_server_ts: i64,
+    search_text: Option<String>,
+    replaces_state: Option<String>,
+    /// (parent, rel_type, bundled) of `content.m.relates_to`.
+    relation: Option<(String, String, bool)>,
+}
+
+impl Prepared {
+    /// Its row, at a reserved position (PostgreSQL) or the next one (SQLite).
+    fn row(&self, stream_ordering: Option<i64>, state_snapshot: i64) -> NewEvent<'_> {
+        NewEvent {
+            stream_ordering,
+            event_id: self.event_id.as_str(),
+            room_id: &self.room_id,
+            depth: self.depth,
+            event_type: &self.kind,
+            state_key: self.state_key.as_deref(),
+            sender: &self.sender,
+            origin_server_ts: self.origin_server_ts,
+            state_snapshot,
+            pdu: &self.json,
+            search_text: self.search_text.as_deref(),
+            replaces_state: self.replaces_state.as_deref(),
+            relation: self.relation.as_ref().map(|(parent, rel_type, bundled)| NewRelation {
+                parent,
+                rel_type,
+                bundled: *bundled,
+            }),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -204,6 +248,126 @@ impl Rooms {
         }
         let state = guard.as_mut().ok_or_else(|| Error::NotFound("no such room".into()))?;
         let draft = build(state)?;
+        let event = self.prepare(state, room_id, sender, &draft)?;
+
+        // A state event gets a new snapshot: a delta on the current one, or a full one when the
+        // chain has grown long. After a resolution every event gets a full one: the resolved
+        // state is in no snapshot yet.
+        let mut snapshot = state.snapshot;
+        if draft.state_key.is_some() || state.resolved {
+            let (parent, chain) = match state.snapshot {
+                Some((id, chain)) if chain < state::MAX_SNAPSHOT_CHAIN && !state.resolved => (Some(id), chain + 1),
+                _ => (None, 0),
+            };
+            let new_entry =
+                draft.state_key.as_ref().map(|key| (draft.kind.clone(), key.clone(), event.event_id.to_string()));
+            let mut entries: Vec<(String, String, String)> = new_entry.iter().cloned().collect();
+            if parent.is_none() {
+                entries.extend(
+                    state
+                        .current
+                        .iter()
+                        .filter(|((t, k), _)| new_entry.as_ref().is_none_or(|(nt, nk, _)| !(t == nt && k == nk)))
+                        .map(|((t, k), p)| (t.clone(), k.clone(), p.event_id.to_string())),
+                );
+            }
+            let refs: Vec<(&str, &str, &str)> =
+                entries.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+            let id = write.insert_state_snapshot(room_id.as_str(), parent, chain, &refs).await?;
+            snapshot = Some((id, chain));
+        }
+        let snapshot_id =
+            snapshot.map(|(id, _)| id).ok_or_else(|| Error::internal("first event of a room must be state"))?;
+
+        // Readers must not pass this event's position before it commits.
+        let stream_write = self.events.begin();
+        let reserved = self.storage.reserve_event_position(now_ms()).await?;
+        let persisted: Result<i64> = async {
+            let prev: Vec<&str> = state.extremities.iter().map(|e| e.as_str()).collect();
+            let auth: Vec<&str> = event.auth_events.iter().map(|e| e.as_str()).collect();
+            let links = EventLinks { prev_events: &prev, auth_events: &auth, transaction };
+            let stream = write.insert_linked_event(&event.row(reserved, snapshot_id), &links).await?;
+            stream_write.took(stream);
+            if state.resolved {
+                // The resolved state becomes the stored current state.
+                for ((kind, key), resolved) in &state.current {
+                    write.set_current_state(room_id.as_str(), kind, key, resolved.event_id.as_str()).await?;
+                    if let Some(membership) = resolved.membership() {
+                        write
+                            .set_membership(room_id.as_str(), key, &membership, resolved.event_id.as_str(), stream)
+                            .await?;
+                    }
+                }
+            }
+            if let Some(state_key) = &draft.state_key {
+                write.set_current_state(room_id.as_str(), &draft.kind, state_key, event.event_id.as_str()).await?;
+                if let Some(membership) = event.pdu.membership() {
+                    write
+                        .set_membership(room_id.as_str(), state_key, &membership, event.event_id.as_str(), stream)
+                        .await?;
+                }
+            }
+            if let Some(target) = event.pdu.redacted_event() {
+                self.apply_redaction(&mut write, state, &event.pdu, target).await?;
+            }
+            write.commit().await?;
+            Ok(stream)
+        }
+        .await;
+        let stream = match persisted {
+            Ok(stream) => stream,
+            Err(e) => {
+                if let Some(position) = reserved {
+                    let _ = self.storage.release_event_position(position).await;
+                }
+                return Err(e);
+            }
+        };
+        stream_write.committed(stream);
+        Ok(self.appended(state, event, stream, snapshot))
+    }
+
+    /// A message's fast path (PostgreSQL): built on the cached state and stored by one statement
+    /// that checks the room's head is still the one the cache holds, with no transaction around
+    /// it. `None` when it is not: the message takes [`Self::append_locked`], which reloads the
+    /// state under the room's row lock (and finds an earlier send of the same transaction).
+    async fn append_message_at_head(
+        &self,
+        state: &mut RoomState,
+        room_id: &RoomId,
+        sender: &UserId,
+        txn: Option<&Txn<'_>>,
+        draft: &EventDraft,
+    ) -> Result<Option<Appended>> {
+        // Refusals are left to the locked path: the cache may predate another process's write
+        // (a join, say) that the locked path reloads.
+        let Ok(event) = self.prepare(state, room_id, sender, draft) else { return Ok(None) };
+        let Some(snapshot_id) = state.snapshot.map(|(id, _)| id) else { return Ok(None) };
+        if event.pdu.redacted_event().is_some() {
+            return Ok(None);
+        }
+        let txn_key = txn.map(|t| t.key());
+        let transaction = txn.zip(txn_key.as_deref()).map(|(t, key)| (sender.as_str(), t.device_id, key));
+        let stream_write = self.events.begin();
+        let reserved = self.storage.reserve_event_position(now_ms()).await?;
+        let prev: Vec<&str> = state.extremities.iter().map(|e| e.as_str()).collect();
+        let auth: Vec<&str> = event.auth_events.iter().map(|e| e.as_str()).collect();
+        let links = EventLinks { prev_events: &prev, auth_events: &auth, transaction };
+        let stored = self.storage.insert_message_at_head(state.head, &event.row(reserved, snapshot_id), &links).await;
+        let Ok(Some(stream)) = stored else {
+            if let Some(position) = reserved {
+                let _ = self.storage.release_event_position(position).await;
+            }
+            return stored.map(|_| None);
+        };
+        stream_write.took(stream);
+        stream_write.committed(stream);
+        let snapshot = state.snapshot;
+        Ok(Some(self.appended(state, event, stream, snapshot)))
+    }
+
+    /// Builds, signs and authorizes an event on the room's current state.
+    fn prepare(&self, state: &RoomState, room_id: &RoomId, sender: &UserId, draft: &EventDraft) -> Result<Prepared> {
         // Spec: "Size limits": the type and the state key are at most 255 bytes.
         if draft.kind.is_empty() || draft.kind.len() > 255 || draft.state_key.as_ref().is_some_and(|k| k.len() > 255) {
             return Err(Error::InvalidParam("event types and state keys are 1 to 255 bytes".into()));
@@ -228,7 +392,7 @@ impl Rooms {
         let fields = PduFields {
             room_id,
             sender,
-            draft: &draft,
+            draft,
             prev_events: &state.extremities,
             auth_events: &auth_events,
             depth: depth as u64,
@@ -243,115 +407,43 @@ impl Rooms {
         check_state_dependent_auth_rules(&state.rules.authorization, &*pdu, |t, k| state.get_typed(t, k))
             .map_err(Error::Forbidden)?;
 
-        // A state event gets a new snapshot: a delta on the current one, or a full one when the
-        // chain has grown long. After a resolution every event gets a full one: the resolved
-        // state is in no snapshot yet.
-        let mut snapshot = state.snapshot;
-        if draft.state_key.is_some() || state.resolved {
-            let (parent, chain) = match state.snapshot {
-                Some((id, chain)) if chain < state::MAX_SNAPSHOT_CHAIN && !state.resolved => (Some(id), chain + 1),
-                _ => (None, 0),
-            };
-            let new_entry = draft.state_key.as_ref().map(|key| (draft.kind.clone(), key.clone(), event_id.to_string()));
-            let mut entries: Vec<(String, String, String)> = new_entry.iter().cloned().collect();
-            if parent.is_none() {
-                entries.extend(
-                    state
-                        .current
-                        .iter()
-                        .filter(|((t, k), _)| new_entry.as_ref().is_none_or(|(nt, nk, _)| !(t == nt && k == nk)))
-                        .map(|((t, k), p)| (t.clone(), k.clone(), p.event_id.to_string())),
-                );
-            }
-            let refs: Vec<(&str, &str, &str)> =
-                entries.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
-            let id = write.insert_state_snapshot(room_id.as_str(), parent, chain, &refs).await?;
-            snapshot = Some((id, chain));
-        }
-        let snapshot_id =
-            snapshot.map(|(id, _)| id).ok_or_else(|| Error::internal("first event of a room must be state"))?;
+        Ok(Prepared {
+            search_text: search::searchable_text(&draft.kind, &draft.content),
+            replaces_state: draft
+                .state_key
+                .as_ref()
+                .and_then(|key| state.get(&draft.kind, key))
+                .map(|p| p.event_id.to_string()),
+            relation: relations::declared_relation(&draft.content)
+                .map(|(parent, rel_type, bundled)| (parent.to_owned(), rel_type.to_owned(), bundled)),
+            kind: draft.kind.clone(),
+            state_key: draft.state_key.clone(),
+            room_id: room_id.as_str().to_owned(),
+            sender: sender.as_str().to_owned(),
+            origin_server_ts: fields.origin_server_ts as i64,
+            event_id,
+            json,
+            pdu,
+            auth_events,
+            depth,
+        })
+    }
 
-        let search_text = search::searchable_text(&draft.kind, &draft.content);
-        let replaces_state =
-            draft.state_key.as_ref().and_then(|key| state.get(&draft.kind, key)).map(|p| p.event_id.to_string());
-        // Readers must not pass this event's position before it commits.
-        let stream_write = self.events.begin();
-        let reserved = self.storage.reserve_event_position(now_ms()).await?;
-        let origin_server_ts = fields.origin_server_ts as i64;
-        let persisted: Result<i64> = async {
-            let prev: Vec<&str> = state.extremities.iter().map(|e| e.as_str()).collect();
-            let auth: Vec<&str> = auth_events.iter().map(|e| e.as_str()).collect();
-            let links = EventLinks { prev_events: &prev, auth_events: &auth, transaction };
-            let stream = write
-                .insert_linked_event(
-                    &NewEvent {
-                        stream_ordering: reserved,
-                        event_id: event_id.as_str(),
-                        room_id: room_id.as_str(),
-                        depth,
-                        event_type: &draft.kind,
-                        state_key: draft.state_key.as_deref(),
-                        sender: sender.as_str(),
-                        origin_server_ts,
-                        state_snapshot: snapshot_id,
-                        pdu: &json,
-                        search_text: search_text.as_deref(),
-                        replaces_state: replaces_state.as_deref(),
-                        relation: relations::declared_relation(&draft.content)
-                            .map(|(parent, rel_type, bundled)| NewRelation { parent, rel_type, bundled }),
-                    },
-                    &links,
-                )
-                .await?;
-            stream_write.took(stream);
-            if state.resolved {
-                // The resolved state becomes the stored current state.
-                for ((kind, key), resolved) in &state.current {
-                    write.set_current_state(room_id.as_str(), kind, key, resolved.event_id.as_str()).await?;
-                    if let Some(membership) = resolved.membership() {
-                        write
-                            .set_membership(room_id.as_str(), key, &membership, resolved.event_id.as_str(), stream)
-                            .await?;
-                    }
-                }
-            }
-            if let Some(state_key) = &draft.state_key {
-                write.set_current_state(room_id.as_str(), &draft.kind, state_key, event_id.as_str()).await?;
-                if let Some(membership) = pdu.membership() {
-                    write.set_membership(room_id.as_str(), state_key, &membership, event_id.as_str(), stream).await?;
-                }
-            }
-            if let Some(target) = pdu.redacted_event() {
-                self.apply_redaction(&mut write, state, &pdu, target).await?;
-            }
-            write.commit().await?;
-            Ok(stream)
+    /// The cached state after `event` was stored at `stream`; wakes whom it concerns.
+    fn appended(&self, state: &mut RoomState, event: Prepared, stream: i64, snapshot: Option<(i64, i64)>) -> Appended {
+        if let Some(state_key) = &event.state_key {
+            state.current.insert((event.kind.clone(), state_key.clone()), event.pdu.clone());
         }
-        .await;
-        let stream = match persisted {
-            Ok(stream) => stream,
-            Err(e) => {
-                if let Some(position) = reserved {
-                    let _ = self.storage.release_event_position(position).await;
-                }
-                return Err(e);
-            }
-        };
-        stream_write.committed(stream);
-
-        if let Some(state_key) = &draft.state_key {
-            state.current.insert((draft.kind.clone(), state_key.clone()), pdu.clone());
-        }
-        state.extremities = vec![event_id.clone()];
-        state.max_depth = depth;
+        state.extremities = vec![event.event_id.clone()];
+        state.max_depth = event.depth;
         state.head = stream;
         state.snapshot = snapshot;
         state.resolved = false;
         // Everyone in the room, and whoever a membership change concerns (a kicked user too).
         let members = state.members_with(&["join", "invite"]);
-        let target = draft.state_key.as_deref().filter(|_| draft.kind == "m.room.member");
+        let target = event.state_key.as_deref().filter(|_| event.kind == "m.room.member");
         self.notifier.wake(members.iter().map(|(user, _)| user.as_str()).chain(target));
-        Ok(Appended { event_id, stream_ordering: stream })
+        Appended { event_id: event.event_id, stream_ordering: stream }
     }
 
     pub async fn append(
@@ -361,6 +453,23 @@ impl Rooms {
         draft: EventDraft,
         txn: Option<Txn<'_>>,
     ) -> Result<Appended> {
+        let fast = self.storage.shares_event_positions() && draft.state_key.is_none();
+        if fast && !txn.as_ref().is_some_and(|t| t.key().contains('\0')) {
+            let handle = self.handle(room_id);
+            let mut guard = handle.lock().await;
+            if let Some(state) = guard.as_mut().filter(|s| !s.resolved) {
+                match self.append_message_at_head(state, room_id, sender, txn.as_ref(), &draft).await {
+                    Ok(Some(appended)) => return Ok(appended),
+                    Ok(None) => {}
+                    Err(e) => {
+                        if matches!(e, Error::Database(_) | Error::Internal(_)) {
+                            *guard = None;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
         self.append_with(room_id, sender, txn, |_| Ok(draft)).await
     }
 

@@ -15,6 +15,7 @@ crate::backend_tests!(
     state_and_auth_chain_from_storage,
     forked_dag_is_resolved_and_merged,
     message_filters,
+    end_is_omitted_at_the_room_start,
 );
 
 async fn concurrent_senders_one_room(backend: Backend) {
@@ -356,6 +357,53 @@ async fn message_filters(backend: Backend) {
     members.sort();
     assert_eq!(members, [alice.user_id.clone(), bob.user_id.clone()], "member events of the chunk's senders");
     assert!(get(json!({"types": ["m.room.message"]})).await["state"].as_array().is_none_or(|s| s.is_empty()));
+    s.stop().await;
+}
+
+/// Spec: `end` is omitted when no further events are available. A page that takes the room's
+/// first event has no `end`; one that stops short of it has one, also when a filter skips most
+/// rows (more than one read of the room).
+async fn end_is_omitted_at_the_room_start(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let room = s.create_room(&alice, json!({})).await;
+    for n in 0..3 {
+        s.send_text(&alice, &room, &format!("m{n}")).await;
+    }
+    for n in 0..150 {
+        s.put(&format!("/_matrix/client/v3/rooms/{room}/send/org.example.noise/n{n}"), Some(&alice.token), json!({}))
+            .await;
+    }
+    let page = |limit: usize, from: Option<String>, filter: Option<serde_json::Value>| {
+        let mut path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit={limit}");
+        if let Some(from) = from {
+            path.push_str(&format!("&from={from}"));
+        }
+        if let Some(filter) = filter {
+            path.push_str(&format!("&filter={}", urlencode(&filter.to_string())));
+        }
+        let (s, token) = (&s, alice.token.clone());
+        async move {
+            let (status, body) = s.get(&path, Some(&token)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            (body["chunk"].as_array().unwrap().len(), body["end"].as_str().map(str::to_owned))
+        }
+    };
+    let (total, end) = page(1000, None, None).await;
+    assert!(end.is_none(), "the whole room in one page");
+    let (first, end) = page(total - 1, None, None).await;
+    assert_eq!(first, total - 1);
+    let (rest, end) = page(total - 1, Some(end.expect("one event is left")), None).await;
+    assert_eq!((rest, end), (1, None), "the last event, and no token past the room's start");
+    let (all, end) = page(total, None, None).await;
+    assert_eq!((all, end), (total, None), "a page of exactly the room");
+
+    // Three messages among 150 other events: the first read of limit + 1 rows finds one.
+    let messages = Some(json!({"types": ["m.room.message"]}));
+    let (two, end) = page(2, None, messages.clone()).await;
+    assert_eq!(two, 2);
+    let (one, end) = page(2, Some(end.expect("a message is left")), messages.clone()).await;
+    assert_eq!((one, end), (1, None), "the first message, then the room's start");
     s.stop().await;
 }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::common::{test_config, timeline, Backend, TestDatabase, TestServer, User};
+use crate::common::{
+    forward_extremity_count, prev_events, test_config, timeline, Backend, TestDatabase, TestServer, User,
+};
 
 /// A second server on the same SQLite file refuses to start, with a message saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,6 +157,22 @@ async fn two_processes_share_postgres() {
         .map(|e| e["event_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(seen, history, "delivered in the room's order");
+    // Each server's cached room state went stale whenever the other wrote: every event still
+    // extends the one before it, and the room has one forward extremity.
+    let pool = a.db.pool().await;
+    assert_eq!(forward_extremity_count(&pool, &room).await, 1);
+    for pair in history.windows(2) {
+        assert_eq!(prev_events(&pool, &pair[1]).await, [pair[0].clone()], "a linear DAG");
+    }
+
+    // A retried transaction finds its event, whichever server took the first send.
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/retried");
+    let body = json!({"msgtype": "m.text", "body": "once"});
+    let (status, first) = a.put(&path, Some(&alice.token), body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    b.send_text(&bob, &room, "in between").await;
+    let (status, again) = a.put(&path, Some(&alice.token), body).await;
+    assert_eq!((status, &again["event_id"]), (StatusCode::OK, &first["event_id"]), "the same event, not a new one");
 
     if let Some(running) = b.running {
         running.shutdown().await;
