@@ -10,7 +10,6 @@ use ruma::api::{
     Direction as RumaDirection,
 };
 
-use super::rooms::raw;
 use crate::{
     error::Result,
     http::Ruma,
@@ -91,9 +90,11 @@ pub async fn get_context(s: Services, req: Ruma<context::Request>) -> Result<con
 pub async fn get_room_event(s: Services, req: Ruma<get_event::Request>) -> Result<get_event::Response> {
     let session = req.require_session()?;
     let row = s.rooms.event_for_user(&req.body.room_id, &session.user_id, &req.body.event_id).await?;
-    let event =
-        format::client_events(s.rooms.storage(), session.user_id.as_str(), std::slice::from_ref(&row)).await?.remove(0);
-    Ok(get_event::Response::new(raw(&event)?))
+    let event = raw_events(s.rooms.storage(), &session.user_id, std::slice::from_ref(&row))
+        .await?
+        .pop()
+        .ok_or_else(|| crate::error::Error::internal("a formatted row yields an event"))?;
+    Ok(get_event::Response::new(event))
 }
 
 pub async fn event_by_timestamp(s: Services, req: Ruma<by_timestamp::Request>) -> Result<by_timestamp::Response> {

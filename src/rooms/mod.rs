@@ -69,8 +69,14 @@ pub struct Txn<'a> {
 }
 
 impl Txn<'_> {
-    fn key(&self) -> String {
-        format!("{}\n{}", self.scope, self.txn_id)
+    /// The key the transaction is stored under. Stored as text, which cannot hold a NUL on
+    /// PostgreSQL: refused alike on SQLite.
+    fn key(&self) -> Result<String> {
+        let key = format!("{}\n{}", self.scope, self.txn_id);
+        if key.contains('\0') {
+            return Err(Error::InvalidParam("transaction IDs may not contain NUL".into()));
+        }
+        Ok(key)
     }
 }
 
@@ -86,44 +92,38 @@ pub struct Appended {
 }
 
 /// An event built, signed and authorized on the room's state, to be stored.
-struct Prepared {
+struct Prepared<'a> {
+    draft: &'a EventDraft,
+    room_id: &'a RoomId,
+    sender: &'a UserId,
     event_id: OwnedEventId,
     json: String,
     pdu: Arc<Pdu>,
     auth_events: Vec<OwnedEventId>,
     depth: i64,
-    kind: String,
-    state_key: Option<String>,
-    room_id: String,
-    sender: String,
     origin_server_ts: i64,
     search_text: Option<String>,
     replaces_state: Option<String>,
-    /// (parent, rel_type, bundled) of `content.m.relates_to`.
-    relation: Option<(String, String, bool)>,
 }
 
-impl Prepared {
+impl Prepared<'_> {
     /// Its row, at a reserved position (PostgreSQL) or the next one (SQLite).
     fn row(&self, stream_ordering: Option<i64>, state_snapshot: i64) -> NewEvent<'_> {
         NewEvent {
             stream_ordering,
             event_id: self.event_id.as_str(),
-            room_id: &self.room_id,
+            room_id: self.room_id.as_str(),
             depth: self.depth,
-            event_type: &self.kind,
-            state_key: self.state_key.as_deref(),
-            sender: &self.sender,
+            event_type: &self.draft.kind,
+            state_key: self.draft.state_key.as_deref(),
+            sender: self.sender.as_str(),
             origin_server_ts: self.origin_server_ts,
             state_snapshot,
             pdu: &self.json,
             search_text: self.search_text.as_deref(),
             replaces_state: self.replaces_state.as_deref(),
-            relation: self.relation.as_ref().map(|(parent, rel_type, bundled)| NewRelation {
-                parent,
-                rel_type,
-                bundled: *bundled,
-            }),
+            relation: relations::declared_relation(&self.draft.content)
+                .map(|(parent, rel_type, bundled)| NewRelation { parent, rel_type, bundled }),
         }
     }
 }
@@ -209,12 +209,7 @@ impl Rooms {
         txn: Option<Txn<'_>>,
         build: impl FnOnce(&RoomState) -> Result<EventDraft>,
     ) -> Result<Appended> {
-        if let Some(txn) = &txn {
-            // Stored as text, which cannot hold a NUL on PostgreSQL: refused alike on SQLite.
-            if txn.key().contains('\0') {
-                return Err(Error::InvalidParam("transaction IDs may not contain NUL".into()));
-            }
-        }
+        let txn_key = txn.as_ref().map(Txn::key).transpose()?;
         // Nothing inside the room's lock may take a connection of the main pool (they may all be
         // waiting for this lock): the state is loaded before the lock is taken, and when another
         // process wrote meanwhile (PostgreSQL only), reloaded under the lock through the side pool.
@@ -222,7 +217,6 @@ impl Rooms {
             *guard = RoomState::load(&self.storage, room_id.as_str()).await?;
         }
         let head = guard.as_ref().ok_or_else(|| Error::NotFound("no such room".into()))?.head;
-        let txn_key = txn.as_ref().map(|t| t.key());
         let transaction = txn.as_ref().zip(txn_key.as_deref()).map(|(t, key)| (sender.as_str(), t.device_id, key));
         let (mut write, current, earlier) = self
             .storage
@@ -336,7 +330,7 @@ impl Rooms {
         state: &mut RoomState,
         room_id: &RoomId,
         sender: &UserId,
-        txn: Option<&Txn<'_>>,
+        transaction: Option<(&str, &str, &str)>,
         draft: &EventDraft,
     ) -> Result<Option<Appended>> {
         // Refusals are left to the locked path: the cache may predate another process's write
@@ -346,8 +340,6 @@ impl Rooms {
         if event.pdu.redacted_event().is_some() {
             return Ok(None);
         }
-        let txn_key = txn.map(|t| t.key());
-        let transaction = txn.zip(txn_key.as_deref()).map(|(t, key)| (sender.as_str(), t.device_id, key));
         let stream_write = self.events.begin();
         let reserved = self.storage.reserve_event_position(now_ms()).await?;
         let prev: Vec<&str> = state.extremities.iter().map(|e| e.as_str()).collect();
@@ -367,7 +359,13 @@ impl Rooms {
     }
 
     /// Builds, signs and authorizes an event on the room's current state.
-    fn prepare(&self, state: &RoomState, room_id: &RoomId, sender: &UserId, draft: &EventDraft) -> Result<Prepared> {
+    fn prepare<'a>(
+        &self,
+        state: &RoomState,
+        room_id: &'a RoomId,
+        sender: &'a UserId,
+        draft: &'a EventDraft,
+    ) -> Result<Prepared<'a>> {
         // Spec: "Size limits": the type and the state key are at most 255 bytes.
         if draft.kind.is_empty() || draft.kind.len() > 255 || draft.state_key.as_ref().is_some_and(|k| k.len() > 255) {
             return Err(Error::InvalidParam("event types and state keys are 1 to 255 bytes".into()));
@@ -414,13 +412,10 @@ impl Rooms {
                 .as_ref()
                 .and_then(|key| state.get(&draft.kind, key))
                 .map(|p| p.event_id.to_string()),
-            relation: relations::declared_relation(&draft.content)
-                .map(|(parent, rel_type, bundled)| (parent.to_owned(), rel_type.to_owned(), bundled)),
-            kind: draft.kind.clone(),
-            state_key: draft.state_key.clone(),
-            room_id: room_id.as_str().to_owned(),
-            sender: sender.as_str().to_owned(),
             origin_server_ts: fields.origin_server_ts as i64,
+            draft,
+            room_id,
+            sender,
             event_id,
             json,
             pdu,
@@ -431,8 +426,9 @@ impl Rooms {
 
     /// The cached state after `event` was stored at `stream`; wakes whom it concerns.
     fn appended(&self, state: &mut RoomState, event: Prepared, stream: i64, snapshot: Option<(i64, i64)>) -> Appended {
-        if let Some(state_key) = &event.state_key {
-            state.current.insert((event.kind.clone(), state_key.clone()), event.pdu.clone());
+        let draft = event.draft;
+        if let Some(state_key) = &draft.state_key {
+            state.current.insert((draft.kind.clone(), state_key.clone()), event.pdu.clone());
         }
         state.extremities = vec![event.event_id.clone()];
         state.max_depth = event.depth;
@@ -441,7 +437,7 @@ impl Rooms {
         state.resolved = false;
         // Everyone in the room, and whoever a membership change concerns (a kicked user too).
         let members = state.members_with(&["join", "invite"]);
-        let target = event.state_key.as_deref().filter(|_| event.kind == "m.room.member");
+        let target = draft.state_key.as_deref().filter(|_| draft.kind == "m.room.member");
         self.notifier.wake(members.iter().map(|(user, _)| user.as_str()).chain(target));
         Appended { event_id: event.event_id, stream_ordering: stream }
     }
@@ -453,12 +449,13 @@ impl Rooms {
         draft: EventDraft,
         txn: Option<Txn<'_>>,
     ) -> Result<Appended> {
-        let fast = self.storage.shares_event_positions() && draft.state_key.is_none();
-        if fast && !txn.as_ref().is_some_and(|t| t.key().contains('\0')) {
+        if self.storage.shares_event_positions() && draft.state_key.is_none() {
+            let txn_key = txn.as_ref().map(Txn::key).transpose()?;
+            let transaction = txn.as_ref().zip(txn_key.as_deref()).map(|(t, key)| (sender.as_str(), t.device_id, key));
             let handle = self.handle(room_id);
             let mut guard = handle.lock().await;
             if let Some(state) = guard.as_mut().filter(|s| !s.resolved) {
-                match self.append_message_at_head(state, room_id, sender, txn.as_ref(), &draft).await {
+                match self.append_message_at_head(state, room_id, sender, transaction, &draft).await {
                     Ok(Some(appended)) => return Ok(appended),
                     Ok(None) => {}
                     Err(e) => {

@@ -40,6 +40,88 @@ fn bind_event<'q>(
         .bind(e.relation.map(|r| r.rel_type))
 }
 
+/// Persists a new event on PostgreSQL, at its reserved position, in one statement: its row, its
+/// DAG edges, the room's forward extremities (it replaces those it references), the `has_relations`
+/// mark of a bundled relation's parent, its client transaction, and the room's head. Every write
+/// selects from the `head` CTE, which moves the head only if it is still `expected_head` and the
+/// device has not used the transaction ID: otherwise nothing is written and `None` comes back.
+async fn insert_event_at_head<'c>(
+    executor: impl sqlx::Executor<'c, Database = Any>,
+    expected_head: i64,
+    e: &NewEvent<'_>,
+    links: &EventLinks<'_>,
+) -> Result<Option<i64>> {
+    let position = e.stream_ordering.ok_or_else(|| Error::internal("a PostgreSQL event needs a reserved position"))?;
+    // $1–$13 the event's columns, $14 its search text, $15 the expected head, $16–$18 the
+    // transaction (empty strings when none: no stored key is empty), then the edges' targets.
+    const FIRST_EDGE: usize = 19;
+    let first_auth = FIRST_EDGE + links.prev_events.len();
+    let targets =
+        |first: usize, count: usize| (first..first + count).map(|i| format!("(${i})")).collect::<Vec<_>>().join(", ");
+    let mut parts = vec![
+        "head AS (UPDATE rooms SET head_stream = $1 WHERE room_id = $3 AND head_stream = $15 AND NOT EXISTS \
+         (SELECT 1 FROM event_transactions WHERE user_id = $16 AND device_id = $17 AND txn_id = $18) \
+         RETURNING room_id)"
+            .to_owned(),
+        "gone AS (DELETE FROM event_positions_in_flight WHERE position = $1 AND EXISTS (SELECT 1 FROM head))"
+            .to_owned(),
+        "extremity AS (INSERT INTO room_forward_extremities (room_id, event_id) SELECT room_id, $2 FROM head)"
+            .to_owned(),
+    ];
+    if !links.prev_events.is_empty() {
+        parts.push(format!(
+            "prev AS (INSERT INTO event_edges (event_id, prev_event_id) SELECT $2, target FROM head, \
+             (VALUES {}) v(target) ON CONFLICT DO NOTHING)",
+            targets(FIRST_EDGE, links.prev_events.len())
+        ));
+        parts.push(format!(
+            "referenced AS (DELETE FROM room_forward_extremities WHERE room_id = $3 AND event_id IN ({}) \
+             AND EXISTS (SELECT 1 FROM head))",
+            placeholders(FIRST_EDGE, links.prev_events.len())
+        ));
+    }
+    if !links.auth_events.is_empty() {
+        parts.push(format!(
+            "auth AS (INSERT INTO event_auth_edges (event_id, auth_event_id) SELECT $2, target FROM head, \
+             (VALUES {}) v(target) ON CONFLICT DO NOTHING)",
+            targets(first_auth, links.auth_events.len())
+        ));
+    }
+    if e.relation.is_some_and(|r| r.bundled) {
+        parts.push(
+            "parent AS (UPDATE events SET has_relations = 1 WHERE event_id = $12 AND room_id = $3 \
+             AND has_relations = 0 AND EXISTS (SELECT 1 FROM head))"
+                .to_owned(),
+        );
+    }
+    if links.transaction.is_some() {
+        parts.push(
+            "txn AS (INSERT INTO event_transactions (user_id, device_id, txn_id, event_id) \
+             SELECT $16, $17, $18, $2 FROM head)"
+                .to_owned(),
+        );
+    }
+    let sql = format!(
+        "WITH {}, inserted AS (INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, \
+         state_key, sender, origin_server_ts, state_snapshot, pdu, replaces_state, relates_to, rel_type, \
+         search_vector) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+         to_tsvector('english', $14) FROM head RETURNING stream_ordering) \
+         SELECT stream_ordering FROM inserted",
+        parts.join(", ")
+    );
+    let (user_id, device_id, txn_id) = links.transaction.unwrap_or_default();
+    let mut query = bind_event(sqlx::query(&sql), Some(position), e)
+        .bind(e.search_text)
+        .bind(expected_head)
+        .bind(user_id)
+        .bind(device_id)
+        .bind(txn_id);
+    for target in links.prev_events.iter().chain(links.auth_events) {
+        query = query.bind(*target);
+    }
+    Ok(query.fetch_optional(executor).await?.map(|r| r.get(0)))
+}
+
 /// The parent an event names in `content.m.relates_to` (spec: "Forming relationships between events").
 #[derive(Clone, Copy)]
 pub struct NewRelation<'a> {
@@ -76,6 +158,8 @@ pub struct NewEvent<'a> {
 pub struct RoomWrite {
     tx: Transaction<'static, Any>,
     backend: Backend,
+    /// The room's head when the write began (and, the room's row being locked, still).
+    head: i64,
 }
 
 impl Storage {
@@ -100,7 +184,7 @@ impl Storage {
         .bind(key)
         .fetch_optional(&mut *tx)
         .await?;
-        Ok(head.map(|r| (RoomWrite { tx, backend: self.backend }, r.get(0), r.get(1))))
+        Ok(head.map(|r| (RoomWrite { tx, backend: self.backend, head: r.get(0) }, r.get(0), r.get(1))))
     }
 
     /// Reserves the next event position; `None` on SQLite, where the event's own transaction
@@ -136,77 +220,7 @@ impl Storage {
         e: &NewEvent<'_>,
         links: &EventLinks<'_>,
     ) -> Result<Option<i64>> {
-        let position =
-            e.stream_ordering.ok_or_else(|| Error::internal("a PostgreSQL event needs a reserved position"))?;
-        // $1–$13 the event's columns, $14 its search text, $15 the expected head, $16–$18 the
-        // transaction (empty strings when none: no stored key is empty), then the edges' targets.
-        const FIRST_EDGE: usize = 19;
-        let first_auth = FIRST_EDGE + links.prev_events.len();
-        let targets = |first: usize, count: usize| {
-            (first..first + count).map(|i| format!("(${i})")).collect::<Vec<_>>().join(", ")
-        };
-        let mut parts = vec![
-            "head AS (UPDATE rooms SET head_stream = $1 WHERE room_id = $3 AND head_stream = $15 AND NOT EXISTS \
-             (SELECT 1 FROM event_transactions WHERE user_id = $16 AND device_id = $17 AND txn_id = $18) \
-             RETURNING room_id)"
-                .to_owned(),
-            "gone AS (DELETE FROM event_positions_in_flight WHERE position = $1 AND EXISTS (SELECT 1 FROM head))"
-                .to_owned(),
-            "extremity AS (INSERT INTO room_forward_extremities (room_id, event_id) SELECT room_id, $2 FROM head)"
-                .to_owned(),
-        ];
-        if !links.prev_events.is_empty() {
-            parts.push(format!(
-                "prev AS (INSERT INTO event_edges (event_id, prev_event_id) SELECT $2, target FROM head, \
-                 (VALUES {}) v(target) ON CONFLICT DO NOTHING)",
-                targets(FIRST_EDGE, links.prev_events.len())
-            ));
-            parts.push(format!(
-                "referenced AS (DELETE FROM room_forward_extremities WHERE room_id = $3 AND event_id IN ({}) \
-                 AND EXISTS (SELECT 1 FROM head))",
-                placeholders(FIRST_EDGE, links.prev_events.len())
-            ));
-        }
-        if !links.auth_events.is_empty() {
-            parts.push(format!(
-                "auth AS (INSERT INTO event_auth_edges (event_id, auth_event_id) SELECT $2, target FROM head, \
-                 (VALUES {}) v(target) ON CONFLICT DO NOTHING)",
-                targets(first_auth, links.auth_events.len())
-            ));
-        }
-        if e.relation.is_some_and(|r| r.bundled) {
-            parts.push(
-                "parent AS (UPDATE events SET has_relations = 1 WHERE event_id = $12 AND room_id = $3 \
-                 AND has_relations = 0 AND EXISTS (SELECT 1 FROM head))"
-                    .to_owned(),
-            );
-        }
-        if links.transaction.is_some() {
-            parts.push(
-                "txn AS (INSERT INTO event_transactions (user_id, device_id, txn_id, event_id) \
-                 SELECT $16, $17, $18, $2 FROM head)"
-                    .to_owned(),
-            );
-        }
-        let sql = format!(
-            "WITH {}, inserted AS (INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, \
-             state_key, sender, origin_server_ts, state_snapshot, pdu, replaces_state, relates_to, rel_type, \
-             search_vector) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-             to_tsvector('english', $14) FROM head RETURNING stream_ordering) \
-             SELECT stream_ordering FROM inserted",
-            parts.join(", ")
-        );
-        let (user_id, device_id, txn_id) = links.transaction.unwrap_or_default();
-        let mut query = bind_event(sqlx::query(&sql), Some(position), e)
-            .bind(e.search_text)
-            .bind(expected_head)
-            .bind(user_id)
-            .bind(device_id)
-            .bind(txn_id);
-        for target in links.prev_events.iter().chain(links.auth_events) {
-            query = query.bind(*target);
-        }
-        Ok(query.fetch_optional(&self.pool).await?.map(|r| r.get(0)))
+        insert_event_at_head(&self.pool, expected_head, e, links).await
     }
 
     /// Gives up a reservation whose event was not stored.
@@ -234,8 +248,9 @@ impl Storage {
 impl RoomWrite {
     /// Persists a new event with its DAG edges, as the room's only forward extremity (replacing
     /// the events it references), under its transaction ID, and as the room's head; returns its
-    /// position. On PostgreSQL, with its reserved position, all of it is one statement: a send is the
-    /// hot path, and every round trip costs both processes CPU.
+    /// position. On PostgreSQL, with its reserved position, all of it is one statement (the one a
+    /// message's fast path runs on its own): a send is the hot path, and every round trip costs
+    /// both processes CPU.
     pub async fn insert_linked_event(&mut self, e: &NewEvent<'_>, links: &EventLinks<'_>) -> Result<i64> {
         if self.backend == Backend::Sqlite {
             let stream = self.insert_sqlite_event(e).await?;
@@ -250,65 +265,11 @@ impl RoomWrite {
             }
             return Ok(stream);
         }
-        let position =
-            e.stream_ordering.ok_or_else(|| Error::internal("a PostgreSQL event needs a reserved position"))?;
-        // $1–$13 are the event's columns, $14 its search text, then the edges' targets, then the
-        // transaction: `($2, $n)` rows for the edges, `$n, …` for the referenced extremities.
-        const FIRST_EDGE: usize = 15;
-        let first_auth = FIRST_EDGE + links.prev_events.len();
-        let edge_rows = |first: usize, count: usize| {
-            (first..first + count).map(|i| format!("($2, ${i})")).collect::<Vec<_>>().join(", ")
-        };
-        let mut parts = vec![
-            "gone AS (DELETE FROM event_positions_in_flight WHERE position = $1)".to_owned(),
-            "extremity AS (INSERT INTO room_forward_extremities (room_id, event_id) VALUES ($3, $2))".to_owned(),
-            "head AS (UPDATE rooms SET head_stream = $1 WHERE room_id = $3)".to_owned(),
-        ];
-        if !links.prev_events.is_empty() {
-            parts.push(format!(
-                "prev AS (INSERT INTO event_edges (event_id, prev_event_id) VALUES {} ON CONFLICT DO NOTHING)",
-                edge_rows(FIRST_EDGE, links.prev_events.len())
-            ));
-            parts.push(format!(
-                "referenced AS (DELETE FROM room_forward_extremities WHERE room_id = $3 AND event_id IN ({}))",
-                placeholders(FIRST_EDGE, links.prev_events.len())
-            ));
-        }
-        if !links.auth_events.is_empty() {
-            parts.push(format!(
-                "auth AS (INSERT INTO event_auth_edges (event_id, auth_event_id) VALUES {} ON CONFLICT DO NOTHING)",
-                edge_rows(first_auth, links.auth_events.len())
-            ));
-        }
-        if e.relation.is_some_and(|r| r.bundled) {
-            parts.push(
-                "parent AS (UPDATE events SET has_relations = 1 WHERE event_id = $12 AND room_id = $3 \
-                 AND has_relations = 0)"
-                    .to_owned(),
-            );
-        }
-        if links.transaction.is_some() {
-            let txn = placeholders(first_auth + links.auth_events.len(), 3);
-            parts.push(format!(
-                "txn AS (INSERT INTO event_transactions (user_id, device_id, txn_id, event_id) VALUES ({txn}, $2))"
-            ));
-        }
-        let sql = format!(
-            "WITH {}, inserted AS (INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, \
-             state_key, sender, origin_server_ts, state_snapshot, pdu, replaces_state, relates_to, rel_type, \
-             search_vector) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-             to_tsvector('english', $14)) RETURNING stream_ordering) \
-             SELECT stream_ordering FROM inserted",
-            parts.join(", ")
-        );
-        let mut query = bind_event(sqlx::query(&sql), Some(position), e).bind(e.search_text);
-        for target in links.prev_events.iter().chain(links.auth_events) {
-            query = query.bind(*target);
-        }
-        if let Some((user_id, device_id, txn_id)) = links.transaction {
-            query = query.bind(user_id).bind(device_id).bind(txn_id);
-        }
-        Ok(query.fetch_one(&mut *self.tx).await?.get(0))
+        // The room's row is locked since the write began: its head is still the one read then, and
+        // the transaction ID was found unused then.
+        insert_event_at_head(&mut *self.tx, self.head, e, links)
+            .await?
+            .ok_or_else(|| Error::internal("the room's head moved under its lock"))
     }
 
     /// The event's row on SQLite, whose single writer numbers it, and its FTS5 entry.
