@@ -315,10 +315,22 @@ impl Storage {
         let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
         let mut found = Vec::new();
         for chunk in room_ids.chunks(500) {
-            let sql = format!(
-                "SELECT {columns} FROM room_current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id IN ({})",
-                placeholders(1, chunk.len())
-            );
+            let sql = match self.backend {
+                // Each room through the state index and each event through its ID, whatever the
+                // planner's statistics say (subqueries with OFFSET or LIMIT are not flattened):
+                // without fresh statistics PostgreSQL hash-joins the whole events table here.
+                Backend::Postgres => format!(
+                    "SELECT {columns} FROM (VALUES {}) r(room_id) \
+                     CROSS JOIN LATERAL (SELECT event_id FROM room_current_state WHERE room_id = r.room_id OFFSET 0) s \
+                     CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events WHERE event_id = s.event_id LIMIT 1) e",
+                    (1..=chunk.len()).map(|i| format!("(${i})")).collect::<Vec<_>>().join(", ")
+                ),
+                Backend::Sqlite => format!(
+                    "SELECT {columns} FROM room_current_state s JOIN events e ON e.event_id = s.event_id \
+                     WHERE s.room_id IN ({})",
+                    placeholders(1, chunk.len())
+                ),
+            };
             found.extend(bind_all!(sqlx::query(&sql), chunk).fetch_all(&self.pool).await?.into_iter().map(event_row));
         }
         Ok(found)

@@ -8,7 +8,7 @@ use super::{
     events::{event_row, EVENT_COLUMNS},
     placeholders, Backend, EventRow, Storage,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// An event that notified a user.
 pub struct NewPushAction<'a> {
@@ -38,8 +38,19 @@ fn bind_action<'q>(
         .bind(a.ts)
 }
 
-/// Rows of each kind a batch may have for its record to be one statement.
-const STATEMENT_ROWS: usize = 100;
+/// An action as the one-statement record reads it (`json_to_recordset`), with its `unread`.
+#[derive(serde::Serialize)]
+struct ActionRow<'a> {
+    user_id: &'a str,
+    stream_ordering: i64,
+    room_id: &'a str,
+    event_id: &'a str,
+    thread_id: &'a str,
+    actions: &'a str,
+    highlight: i64,
+    ts: i64,
+    unread: i64,
+}
 
 /// What the push evaluator reads at the start of a batch.
 pub struct EvaluationBatch {
@@ -196,20 +207,11 @@ impl Storage {
         own_events: &[(&str, &str, i64)],
         now: i64,
     ) -> Result<bool> {
-        if self.backend == Backend::Postgres
-            && pushes.is_empty()
-            && actions.len() <= STATEMENT_ROWS
-            && own_events.len() <= STATEMENT_ROWS
-        {
-            return self.record_push_evaluation_at_once(from, to, actions, own_events).await;
+        // SQLite is local: its transaction costs no round trips.
+        if self.backend == Backend::Postgres {
+            return self.record_push_evaluation_at_once(from, to, actions, pushes, own_events, now).await;
         }
         let mut tx = self.pool.begin().await?;
-        if self.backend == Backend::Postgres {
-            // Evaluation results are derived data: a crash may lose the last few, and the
-            // evaluator then redoes them from the position that did survive (they share the WAL's
-            // order). Not waiting for the flush takes it off the delivery path.
-            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-        }
         let moved =
             sqlx::query("UPDATE stream_counters SET position = $1 WHERE stream = 'push_evaluated' AND position = $2")
                 .bind(to)
@@ -219,7 +221,7 @@ impl Storage {
         if moved.rows_affected() != 1 {
             return Ok(false);
         }
-        // Bounded statements: both dialects cap the number of bind parameters.
+        // Bounded statements: SQLite caps the number of bind parameters.
         for chunk in actions.chunks(100) {
             let values: Vec<String> =
                 (0..chunk.len()).map(|i| format!("({}, 1)", placeholders(i * 8 + 1, 8))).collect();
@@ -252,8 +254,6 @@ impl Storage {
                 .map(|i| format!("SELECT ${} AS u, ${} AS r, ${} AS p", i * 3 + 1, i * 3 + 2, i * 3 + 3))
                 .collect();
             let sql = format!(
-                // A join, not `WHERE EXISTS`: PostgreSQL runs EXISTS as a semi-join over every unread row
-                // of the server, but a join reaches each (user, room) through the partial index.
                 "UPDATE event_push_actions SET unread = 0 FROM ({}) s \
                  WHERE event_push_actions.unread = 1 AND s.u = event_push_actions.user_id \
                  AND s.r = event_push_actions.room_id AND event_push_actions.stream_ordering <= s.p",
@@ -269,63 +269,75 @@ impl Storage {
         Ok(true)
     }
 
-    /// [`Self::record_push_evaluation`] as one statement (PostgreSQL, a batch without pushes that
-    /// fits one): it is on the delivery path, since syncs wait for evaluation, and each round trip
-    /// of a transaction costs there. The statement's parts all see the rows as they were before
-    /// it, so an action the batch itself reads (its user sends later in the batch) is inserted read.
+    /// [`Self::record_push_evaluation`] as one statement (PostgreSQL): it is on the delivery path,
+    /// since syncs wait for evaluation, and each round trip of a transaction costs there. The rows
+    /// travel as three JSON parameters, so the statement's text is the same for every batch and is
+    /// parsed and planned once per connection. The statement's parts all see the rows as they were
+    /// before it, so an action the batch itself reads (its user sends later in the batch) is
+    /// inserted read. The sender's reads go through the unread index one (user, room) at a time
+    /// and are updated by row address: a join would let the planner, which cannot know how many
+    /// senders the JSON holds, hash every unread row of the server.
     async fn record_push_evaluation_at_once(
         &self,
         from: i64,
         to: i64,
         actions: &[NewPushAction<'_>],
+        pushes: &[NewQueuedPush<'_>],
         own_events: &[(&str, &str, i64)],
+        now: i64,
     ) -> Result<bool> {
-        let mut parts = vec![
-            // Evaluation results are derived data: see the transaction path.
-            "flags AS (SELECT set_config('synchronous_commit', 'off', true))".to_owned(),
-            "moved AS (UPDATE stream_counters SET position = $1 WHERE stream = 'push_evaluated' AND position = $2 \
-             RETURNING 1)"
-                .to_owned(),
-        ];
-        let mut next = 3;
-        if !actions.is_empty() {
-            let rows: Vec<String> =
-                (0..actions.len()).map(|i| format!("({})", placeholders(next + i * 9, 9))).collect();
-            next += actions.len() * 9;
-            parts.push(format!(
-                "actions AS (INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, thread_id, \
-                 actions, highlight, ts, unread) SELECT * FROM (VALUES {}) v WHERE EXISTS (SELECT 1 FROM moved) \
-                 ON CONFLICT (user_id, stream_ordering) DO NOTHING)",
-                rows.join(", ")
-            ));
-        }
-        if !own_events.is_empty() {
-            let senders: Vec<String> = (0..own_events.len())
-                .map(|i| {
-                    format!("SELECT ${} AS u, ${} AS r, ${} AS p", next + i * 3, next + i * 3 + 1, next + i * 3 + 2)
-                })
-                .collect();
-            parts.push(format!(
-                "reads AS (UPDATE event_push_actions SET unread = 0 FROM ({}) s \
-                 WHERE event_push_actions.unread = 1 AND s.u = event_push_actions.user_id \
-                 AND s.r = event_push_actions.room_id AND event_push_actions.stream_ordering <= s.p \
-                 AND EXISTS (SELECT 1 FROM moved))",
-                senders.join(" UNION ALL ")
-            ));
-        }
-        let sql = format!("WITH {} SELECT COUNT(*) FROM moved, flags", parts.join(", "));
-        let mut query = sqlx::query(&sql).bind(to).bind(from);
-        for a in actions {
-            let read_in_batch = own_events.iter().any(|(user, room, position)| {
-                *user == a.user_id && *room == a.room_id && *position >= a.stream_ordering
-            });
-            query = bind_action(query, a).bind(i64::from(!read_in_batch));
-        }
-        for (user_id, room_id, position) in own_events {
-            query = query.bind(*user_id).bind(*room_id).bind(*position);
-        }
-        let moved: i64 = query.fetch_one(&self.pool).await?.get(0);
-        Ok(moved == 1)
+        let actions: Vec<ActionRow> = actions
+            .iter()
+            .map(|a| {
+                let read_in_batch = own_events.iter().any(|(user, room, position)| {
+                    *user == a.user_id && *room == a.room_id && *position >= a.stream_ordering
+                });
+                ActionRow {
+                    user_id: a.user_id,
+                    stream_ordering: a.stream_ordering,
+                    room_id: a.room_id,
+                    event_id: a.event_id,
+                    thread_id: &a.thread_id,
+                    actions: &a.actions,
+                    highlight: i64::from(a.highlight),
+                    ts: a.ts,
+                    unread: i64::from(!read_in_batch),
+                }
+            })
+            .collect();
+        let pushes: Vec<(&str, &str, &str, &str)> =
+            pushes.iter().map(|p| (p.user_id, p.app_id, p.pushkey, p.notification.as_str())).collect();
+        let row: (i64,) = sqlx::query_as(
+            // Evaluation results are derived data: a crash may lose the last few, and the evaluator
+            // then redoes them from the position that did survive (they share the WAL's order). Not
+            // waiting for the flush takes it off the delivery path.
+            "WITH flags AS (SELECT set_config('synchronous_commit', 'off', true)), \
+             moved AS (UPDATE stream_counters SET position = $1 WHERE stream = 'push_evaluated' AND position = $2 \
+               RETURNING 1), \
+             actions AS (INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, thread_id, \
+               actions, highlight, ts, unread) \
+               SELECT v.* FROM json_to_recordset($3::json) AS v(user_id TEXT, stream_ordering BIGINT, room_id TEXT, \
+               event_id TEXT, thread_id TEXT, actions TEXT, highlight BIGINT, ts BIGINT, unread BIGINT) \
+               WHERE EXISTS (SELECT 1 FROM moved) ON CONFLICT (user_id, stream_ordering) DO NOTHING), \
+             pushes AS (INSERT INTO push_queue (user_id, app_id, pushkey, notification, next_attempt_ts) \
+               SELECT p->>0, p->>1, p->>2, p->>3, $5 FROM json_array_elements($4::json) AS p \
+               WHERE EXISTS (SELECT 1 FROM moved)), \
+             reads AS (UPDATE event_push_actions SET unread = 0 WHERE ctid = ANY(ARRAY( \
+               SELECT a.ctid FROM json_array_elements($6::json) AS s CROSS JOIN LATERAL ( \
+                 SELECT ctid FROM event_push_actions WHERE unread = 1 AND user_id = s->>0 AND room_id = s->>1 \
+                 AND stream_ordering <= CAST(s->>2 AS BIGINT) OFFSET 0) a)) \
+               AND EXISTS (SELECT 1 FROM moved)) \
+             SELECT COUNT(*) FROM moved, flags",
+        )
+        .bind(to)
+        .bind(from)
+        .bind(serde_json::to_string(&actions).map_err(Error::internal)?)
+        .bind(serde_json::to_string(&pushes).map_err(Error::internal)?)
+        .bind(now)
+        .bind(serde_json::to_string(own_events).map_err(Error::internal)?)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.0 == 1)
     }
 
     /// Unread notifications of the user in these rooms as `(room_id, thread_id, notifications,

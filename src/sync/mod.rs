@@ -11,7 +11,11 @@ mod rooms;
 pub mod token;
 mod writes;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use serde_json::{json, Value as JsonValue};
 use tokio::sync::watch;
@@ -38,6 +42,13 @@ struct Built {
     /// Committed events past this position were left out (awaiting push evaluation, or behind an
     /// earlier write): the sync also wakes when evaluation passes it.
     held_back_after: Option<i64>,
+    /// No to-device message awaits acknowledgement: a sync from its token finds news only after
+    /// a wake of the user, or once evaluation passes it when `held_back`.
+    complete: bool,
+    /// Committed events (of any room) were left out of it.
+    held_back: bool,
+    /// The response's `next_batch`.
+    token: StreamToken,
 }
 
 pub struct SyncRequest<'a> {
@@ -59,7 +70,20 @@ pub struct SyncService {
     typing: Typing,
     presence: Presence,
     push: Push,
+    /// Per (user, device): the token of the latest complete answer, the user's wake stamp read
+    /// before it was built, and whether it held events back. A long-poll from that token with the
+    /// stamp unchanged has nothing to find, and waits without reading the database first.
+    answered: Arc<std::sync::Mutex<HashMap<(String, String), Answered>>>,
 }
+
+struct Answered {
+    token: StreamToken,
+    woken_at: u64,
+    held_back: bool,
+}
+
+/// Devices whose latest answer is remembered; beyond this the memory starts over.
+const MAX_ANSWERED: usize = 100_000;
 
 impl SyncService {
     pub fn new(
@@ -70,7 +94,7 @@ impl SyncService {
         presence: Presence,
         push: Push,
     ) -> Self {
-        Self { rooms, notifier, events, typing, presence, push }
+        Self { rooms, notifier, events, typing, presence, push, answered: Arc::default() }
     }
 
     /// The current position of every stream, and whether the token stops short of a committed
@@ -101,30 +125,43 @@ impl SyncService {
     /// Answers a sync: at once when there is news, else when news arrives, the timeout passes,
     /// or the server shuts down.
     pub async fn sync(&self, request: &SyncRequest<'_>, mut shutdown: watch::Receiver<bool>) -> Result<SyncResponse> {
-        let notify = self.notifier.subscribe(request.user_id);
+        let waiter = self.notifier.subscribe(request.user_id);
         // The user counts as syncing (online) for as long as this call lasts. This future and
         // `build`'s are boxed: inline they would make every idle long-poll and WebSocket stream
         // hold their ~6 KiB of state for the whole wait.
         let _syncing = Box::pin(self.presence.sync_started(request.user_id, request.set_presence)).await?;
         let deadline = tokio::time::Instant::now() + request.timeout;
+        let mut first = true;
         loop {
             // Registered before reading, so a change between the read and the wait still wakes us.
-            let notified = notify.notified();
+            let notified = waiter.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let built = Box::pin(self.build(request)).await?;
-            if built.has_news
-                || request.since.is_none()
-                || tokio::time::Instant::now() >= deadline
-                || *shutdown.borrow()
-            {
-                return Ok(built.response);
-            }
+            let woken_at = waiter.woken_at();
+            let quiet = if std::mem::take(&mut first) && !*shutdown.borrow() {
+                self.answered_quietly(request, woken_at)
+            } else {
+                None
+            };
+            let held_back_after = if let Some(held_back_after) = quiet {
+                held_back_after
+            } else {
+                let built = Box::pin(self.build(request)).await?;
+                if built.has_news
+                    || request.since.is_none()
+                    || tokio::time::Instant::now() >= deadline
+                    || *shutdown.borrow()
+                {
+                    self.remember_answer(request, &built, woken_at);
+                    return Ok(built.response);
+                }
+                built.held_back_after
+            };
             // Events held back were announced already: their notification will not come again.
             // Evaluation follows the visible position, so its moving on is what wakes this sync,
             // both for events awaiting evaluation and for events behind an earlier write.
             let evaluated = async {
-                match built.held_back_after {
+                match held_back_after {
                     Some(shown) => self.push.evaluated_past(shown).await,
                     None => std::future::pending().await,
                 }
@@ -138,6 +175,31 @@ impl SyncService {
         }
     }
 
+    /// When the request continues from this device's latest complete answer and its user was not
+    /// woken since that answer was built, there is nothing to read yet: `Some` of what to wait
+    /// for besides a wake (evaluation passing the token, when that answer held events back).
+    fn answered_quietly(&self, request: &SyncRequest<'_>, woken_at: u64) -> Option<Option<i64>> {
+        let since = request.since.filter(|_| !request.full_state && !request.timeout.is_zero())?;
+        let answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (request.user_id.to_owned(), request.device_id.to_owned());
+        let last = answered.get(&key).filter(|last| last.token == since && last.woken_at == woken_at)?;
+        Some(last.held_back.then_some(since.events))
+    }
+
+    /// Remembers a complete answer (see `answered`); `woken_at` was read before it was built.
+    fn remember_answer(&self, request: &SyncRequest<'_>, built: &Built, woken_at: u64) {
+        let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (request.user_id.to_owned(), request.device_id.to_owned());
+        if !built.complete {
+            answered.remove(&key);
+            return;
+        }
+        if answered.len() >= MAX_ANSWERED {
+            answered.clear();
+        }
+        answered.insert(key, Answered { token: built.token, woken_at, held_back: built.held_back });
+    }
+
     /// One sync response from `request.since` to now.
     async fn build(&self, request: &SyncRequest<'_>) -> Result<Built> {
         let storage = self.rooms.storage();
@@ -148,6 +210,7 @@ impl SyncService {
             .sync_start(user_id, request.device_id, since.map_or(0, |s| s.to_device), TO_DEVICE_PER_SYNC)
             .await?;
         let (mut now, held_back) = self.current_token(&start).await?;
+        let complete = start.to_device.is_empty();
 
         let mut global_account_data = Vec::new();
         let mut extras = rooms::RoomExtras::default();
@@ -266,11 +329,18 @@ impl SyncService {
         };
         // Held back matters only when one of the user's rooms has an event past the token: other
         // rooms' writes in flight must not make every idle sync wake with evaluation.
-        let held_back = held_back && !has_news && {
+        let held_back_in_rooms = held_back && !has_news && {
             let rooms: Vec<&str> = memberships.iter().map(|(room, _, _)| room.as_str()).collect();
             storage.newest_head_stream(&rooms).await? > now.events
         };
-        Ok(Built { response, has_news, held_back_after: held_back.then_some(now.events) })
+        Ok(Built {
+            response,
+            has_news,
+            held_back_after: held_back_in_rooms.then_some(now.events),
+            complete,
+            held_back,
+            token: now,
+        })
     }
 
     /// `device_lists` (spec: "Extensions to /sync"): users sharing a room whose devices or keys

@@ -1,26 +1,58 @@
 //! Wakes the syncs (long-poll and WebSocket) of the users a change concerns. A waiter holds its
 //! user's `Notify`; writers name the users to wake. Payloads carry no data: a woken sync reads
-//! what changed since its token.
+//! what changed since its token. Each wake is stamped, so a sync can tell that nothing concerning
+//! its user happened since it last answered.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
 };
 
-use tokio::sync::Notify;
+use tokio::sync::{futures::Notified, Notify};
+
+/// What a user's syncs wait on.
+pub struct Waiter {
+    notify: Notify,
+    /// The notifier's wake count at this user's latest wake (or when this waiter was made).
+    woken_at: AtomicU64,
+}
+
+impl Waiter {
+    pub fn notified(&self) -> Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// Equal readings mean the user was not woken in between.
+    pub fn woken_at(&self) -> u64 {
+        self.woken_at.load(Ordering::SeqCst)
+    }
+}
 
 #[derive(Default)]
 pub struct Notifier {
-    users: Mutex<HashMap<String, Arc<Notify>>>,
+    users: Mutex<HashMap<String, Arc<Waiter>>>,
+    /// Wakes so far, of anyone: the source of the stamps.
+    wakes: AtomicU64,
     /// Set when other processes share the database: every wake is also published to them.
     publisher: Mutex<Option<tokio::sync::mpsc::UnboundedSender<super::bus::Message>>>,
 }
 
 impl Notifier {
     /// The handle a sync of `user_id` waits on.
-    pub fn subscribe(&self, user_id: &str) -> Arc<Notify> {
+    pub fn subscribe(&self, user_id: &str) -> Arc<Waiter> {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        users.entry(user_id.to_owned()).or_default().clone()
+        users
+            .entry(user_id.to_owned())
+            .or_insert_with(|| {
+                // A waiter made anew may have missed wakes while its user had none: it counts as
+                // woken now.
+                let woken_at = AtomicU64::new(self.wakes.fetch_add(1, Ordering::SeqCst) + 1);
+                Arc::new(Waiter { notify: Notify::new(), woken_at })
+            })
+            .clone()
     }
 
     /// Wakes the users' syncs here and, when the database is shared, in every other process.
@@ -34,8 +66,9 @@ impl Notifier {
     pub fn wake_local<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>) {
         let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         for user_id in user_ids {
-            if let Some(notify) = users.get(user_id) {
-                notify.notify_waiters();
+            if let Some(waiter) = users.get(user_id) {
+                waiter.woken_at.store(self.wakes.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                waiter.notify.notify_waiters();
             }
         }
     }
@@ -53,6 +86,6 @@ impl Notifier {
     /// Forgets users nobody is waiting for, so the map holds only active syncs.
     pub fn forget_idle(&self) {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        users.retain(|_, notify| Arc::strong_count(notify) > 1);
+        users.retain(|_, waiter| Arc::strong_count(waiter) > 1);
     }
 }

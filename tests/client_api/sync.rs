@@ -11,6 +11,7 @@ crate::backend_tests!(
     initial_and_incremental_shape,
     long_poll_wakes_and_times_out,
     long_poll_wakes_when_held_back_events_are_evaluated,
+    change_between_polls_answers_the_next_poll,
     exactly_once_with_concurrent_writers,
     timeline_limit_and_lazy_members,
     each_room_has_its_own_timeline_limit,
@@ -150,6 +151,35 @@ async fn long_poll_wakes_when_held_back_events_are_evaluated(backend: Backend) {
         tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(waiting, send_then_release) })
             .await
             .expect("the long-poll was woken by the evaluation, long before its timeout");
+    assert_eq!(timeline(&woken, &room)[0]["event_id"], sent.as_str());
+    s.stop().await;
+}
+
+/// A long-poll from the token of the device's latest answer waits without reading first when
+/// nothing woke the user since that answer was built. What happened between two polls must still
+/// answer the next poll at once, and a poll that did wait must still be woken.
+async fn change_between_polls_answers_the_next_poll(backend: Backend) {
+    let (s, alice, bob, room, token) = alice_and_bob(backend).await;
+    let no_presence = json!({"presence": {"types": []}});
+    let answered = s.sync(&bob, Some(&token), 0, Some(&no_presence)).await;
+    let since = answered["next_batch"].as_str().unwrap().to_owned();
+
+    let between = s.send_text(&alice, &room, "between polls").await;
+    let next = tokio::time::timeout(Duration::from_secs(20), s.sync(&bob, Some(&since), 60_000, Some(&no_presence)))
+        .await
+        .expect("the poll found the event sent before it, rather than waiting for its timeout");
+    assert_eq!(timeline(&next, &room)[0]["event_id"], between.as_str());
+
+    // Nothing happened since `next`: this poll waits, and the next message wakes it.
+    let since = next["next_batch"].as_str().unwrap().to_owned();
+    let waiting = s.sync(&bob, Some(&since), 60_000, Some(&no_presence));
+    let send_later = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.send_text(&alice, &room, "while waiting").await
+    };
+    let (woken, sent) = tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(waiting, send_later) })
+        .await
+        .expect("the waiting poll was woken by the message");
     assert_eq!(timeline(&woken, &room)[0]["event_id"], sent.as_str());
     s.stop().await;
 }
