@@ -4,7 +4,7 @@
 
 use sqlx::{any::AnyRow, Row};
 
-use super::{placeholders, Backend, Storage};
+use super::{placeholders, value_rows, Backend, Storage};
 use crate::error::Result;
 
 /// A stored event as the room and client layers read it.
@@ -278,15 +278,12 @@ impl Storage {
         let mut found = Vec::new();
         for chunk in room_ids.chunks(chunk_size) {
             let sql = match self.backend {
-                Backend::Postgres => {
-                    let rooms: Vec<String> = (4..4 + chunk.len()).map(|i| format!("(${i})")).collect();
-                    format!(
-                        "SELECT recent.* FROM (VALUES {}) AS r(room_id) CROSS JOIN LATERAL ({}) recent \
-                         ORDER BY recent.stream_ordering",
-                        rooms.join(", "),
-                        newest("r.room_id")
-                    )
-                }
+                Backend::Postgres => format!(
+                    "SELECT recent.* FROM (VALUES {}) AS r(room_id) CROSS JOIN LATERAL ({}) recent \
+                     ORDER BY recent.stream_ordering",
+                    value_rows(4, chunk.len()),
+                    newest("r.room_id")
+                ),
                 Backend::Sqlite => {
                     let arms: Vec<String> =
                         (4..4 + chunk.len()).map(|i| format!("SELECT * FROM ({})", newest(&format!("${i}")))).collect();
@@ -323,7 +320,7 @@ impl Storage {
                     "SELECT {columns} FROM (VALUES {}) r(room_id) \
                      CROSS JOIN LATERAL (SELECT event_id FROM room_current_state WHERE room_id = r.room_id OFFSET 0) s \
                      CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events WHERE event_id = s.event_id LIMIT 1) e",
-                    (1..=chunk.len()).map(|i| format!("(${i})")).collect::<Vec<_>>().join(", ")
+                    value_rows(1, chunk.len())
                 ),
                 Backend::Sqlite => format!(
                     "SELECT {columns} FROM room_current_state s JOIN events e ON e.event_id = s.event_id \

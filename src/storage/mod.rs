@@ -230,6 +230,11 @@ fn placeholders(first: usize, count: usize) -> String {
     (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
+/// `($first), ($first+1), …`: a `VALUES` list of one-column rows, one per bind parameter.
+fn value_rows(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("(${i})")).collect::<Vec<_>>().join(", ")
+}
+
 /// Milliseconds since the Unix epoch, the unit of every timestamp column.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)

@@ -11,6 +11,7 @@ use super::{
 use crate::error::{Error, Result};
 
 /// An event that notified a user.
+#[derive(serde::Serialize)]
 pub struct NewPushAction<'a> {
     pub user_id: &'a str,
     pub stream_ordering: i64,
@@ -40,16 +41,10 @@ fn bind_action<'q>(
 
 /// An action as the one-statement record reads it (`json_to_recordset`), with its `unread`.
 #[derive(serde::Serialize)]
-struct ActionRow<'a> {
-    user_id: &'a str,
-    stream_ordering: i64,
-    room_id: &'a str,
-    event_id: &'a str,
-    thread_id: &'a str,
-    actions: &'a str,
-    highlight: i64,
-    ts: i64,
-    unread: i64,
+struct ActionRow<'r, 'a> {
+    #[serde(flatten)]
+    action: &'r NewPushAction<'a>,
+    unread: bool,
 }
 
 /// What the push evaluator reads at the start of a batch.
@@ -65,6 +60,7 @@ pub struct EvaluationBatch {
 }
 
 /// A notification for one pusher, to be sent to its gateway.
+#[derive(serde::Serialize)]
 pub struct NewQueuedPush<'a> {
     pub user_id: &'a str,
     pub app_id: &'a str,
@@ -292,21 +288,9 @@ impl Storage {
                 let read_in_batch = own_events.iter().any(|(user, room, position)| {
                     *user == a.user_id && *room == a.room_id && *position >= a.stream_ordering
                 });
-                ActionRow {
-                    user_id: a.user_id,
-                    stream_ordering: a.stream_ordering,
-                    room_id: a.room_id,
-                    event_id: a.event_id,
-                    thread_id: &a.thread_id,
-                    actions: &a.actions,
-                    highlight: i64::from(a.highlight),
-                    ts: a.ts,
-                    unread: i64::from(!read_in_batch),
-                }
+                ActionRow { action: a, unread: !read_in_batch }
             })
             .collect();
-        let pushes: Vec<(&str, &str, &str, &str)> =
-            pushes.iter().map(|p| (p.user_id, p.app_id, p.pushkey, p.notification.as_str())).collect();
         let row: (i64,) = sqlx::query_as(
             // Evaluation results are derived data: a crash may lose the last few, and the evaluator
             // then redoes them from the position that did survive (they share the WAL's order). Not
@@ -316,11 +300,14 @@ impl Storage {
                RETURNING 1), \
              actions AS (INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, thread_id, \
                actions, highlight, ts, unread) \
-               SELECT v.* FROM json_to_recordset($3::json) AS v(user_id TEXT, stream_ordering BIGINT, room_id TEXT, \
-               event_id TEXT, thread_id TEXT, actions TEXT, highlight BIGINT, ts BIGINT, unread BIGINT) \
+               SELECT v.user_id, v.stream_ordering, v.room_id, v.event_id, v.thread_id, v.actions, \
+               CAST(v.highlight AS INTEGER), v.ts, CAST(v.unread AS INTEGER) \
+               FROM json_to_recordset($3::json) AS v(user_id TEXT, stream_ordering BIGINT, room_id TEXT, \
+               event_id TEXT, thread_id TEXT, actions TEXT, highlight BOOLEAN, ts BIGINT, unread BOOLEAN) \
                WHERE EXISTS (SELECT 1 FROM moved) ON CONFLICT (user_id, stream_ordering) DO NOTHING), \
              pushes AS (INSERT INTO push_queue (user_id, app_id, pushkey, notification, next_attempt_ts) \
-               SELECT p->>0, p->>1, p->>2, p->>3, $5 FROM json_array_elements($4::json) AS p \
+               SELECT p.*, $5 FROM json_to_recordset($4::json) AS p(user_id TEXT, app_id TEXT, pushkey TEXT, \
+               notification TEXT) \
                WHERE EXISTS (SELECT 1 FROM moved)), \
              reads AS (UPDATE event_push_actions SET unread = 0 WHERE ctid = ANY(ARRAY( \
                SELECT a.ctid FROM json_array_elements($6::json) AS s CROSS JOIN LATERAL ( \
@@ -332,7 +319,7 @@ impl Storage {
         .bind(to)
         .bind(from)
         .bind(serde_json::to_string(&actions).map_err(Error::internal)?)
-        .bind(serde_json::to_string(&pushes).map_err(Error::internal)?)
+        .bind(serde_json::to_string(pushes).map_err(Error::internal)?)
         .bind(now)
         .bind(serde_json::to_string(own_events).map_err(Error::internal)?)
         .fetch_one(&self.pool)

@@ -6,7 +6,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::{
     events::{event_row, EventRow, EVENT_COLUMNS},
-    placeholders, Backend, Storage,
+    placeholders, value_rows, Backend, Storage,
 };
 use crate::error::{Error, Result};
 
@@ -56,8 +56,6 @@ async fn insert_event_at_head<'c>(
     // transaction (empty strings when none: no stored key is empty), then the edges' targets.
     const FIRST_EDGE: usize = 19;
     let first_auth = FIRST_EDGE + links.prev_events.len();
-    let targets =
-        |first: usize, count: usize| (first..first + count).map(|i| format!("(${i})")).collect::<Vec<_>>().join(", ");
     let mut parts = vec![
         "head AS (UPDATE rooms SET head_stream = $1 WHERE room_id = $3 AND head_stream = $15 AND NOT EXISTS \
          (SELECT 1 FROM event_transactions WHERE user_id = $16 AND device_id = $17 AND txn_id = $18) \
@@ -72,7 +70,7 @@ async fn insert_event_at_head<'c>(
         parts.push(format!(
             "prev AS (INSERT INTO event_edges (event_id, prev_event_id) SELECT $2, target FROM head, \
              (VALUES {}) v(target) ON CONFLICT DO NOTHING)",
-            targets(FIRST_EDGE, links.prev_events.len())
+            value_rows(FIRST_EDGE, links.prev_events.len())
         ));
         parts.push(format!(
             "referenced AS (DELETE FROM room_forward_extremities WHERE room_id = $3 AND event_id IN ({}) \
@@ -84,7 +82,7 @@ async fn insert_event_at_head<'c>(
         parts.push(format!(
             "auth AS (INSERT INTO event_auth_edges (event_id, auth_event_id) SELECT $2, target FROM head, \
              (VALUES {}) v(target) ON CONFLICT DO NOTHING)",
-            targets(first_auth, links.auth_events.len())
+            value_rows(first_auth, links.auth_events.len())
         ));
     }
     if e.relation.is_some_and(|r| r.bundled) {

@@ -131,6 +131,7 @@ impl SyncService {
         // hold their ~6 KiB of state for the whole wait.
         let _syncing = Box::pin(self.presence.sync_started(request.user_id, request.set_presence)).await?;
         let deadline = tokio::time::Instant::now() + request.timeout;
+        let device = (request.user_id.to_owned(), request.device_id.to_owned());
         let mut first = true;
         loop {
             // Registered before reading, so a change between the read and the wait still wakes us.
@@ -139,7 +140,7 @@ impl SyncService {
             notified.as_mut().enable();
             let woken_at = waiter.woken_at();
             let quiet = if std::mem::take(&mut first) && !*shutdown.borrow() {
-                self.answered_quietly(request, woken_at)
+                self.answered_quietly(request, &device, woken_at)
             } else {
                 None
             };
@@ -152,7 +153,7 @@ impl SyncService {
                     || tokio::time::Instant::now() >= deadline
                     || *shutdown.borrow()
                 {
-                    self.remember_answer(request, &built, woken_at);
+                    self.remember_answer(device, &built, woken_at);
                     return Ok(built.response);
                 }
                 built.held_back_after
@@ -178,26 +179,29 @@ impl SyncService {
     /// When the request continues from this device's latest complete answer and its user was not
     /// woken since that answer was built, there is nothing to read yet: `Some` of what to wait
     /// for besides a wake (evaluation passing the token, when that answer held events back).
-    fn answered_quietly(&self, request: &SyncRequest<'_>, woken_at: u64) -> Option<Option<i64>> {
+    fn answered_quietly(
+        &self,
+        request: &SyncRequest<'_>,
+        device: &(String, String),
+        woken_at: u64,
+    ) -> Option<Option<i64>> {
         let since = request.since.filter(|_| !request.full_state && !request.timeout.is_zero())?;
         let answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (request.user_id.to_owned(), request.device_id.to_owned());
-        let last = answered.get(&key).filter(|last| last.token == since && last.woken_at == woken_at)?;
+        let last = answered.get(device).filter(|last| last.token == since && last.woken_at == woken_at)?;
         Some(last.held_back.then_some(since.events))
     }
 
     /// Remembers a complete answer (see `answered`); `woken_at` was read before it was built.
-    fn remember_answer(&self, request: &SyncRequest<'_>, built: &Built, woken_at: u64) {
+    fn remember_answer(&self, device: (String, String), built: &Built, woken_at: u64) {
         let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (request.user_id.to_owned(), request.device_id.to_owned());
         if !built.complete {
-            answered.remove(&key);
+            answered.remove(&device);
             return;
         }
         if answered.len() >= MAX_ANSWERED {
             answered.clear();
         }
-        answered.insert(key, Answered { token: built.token, woken_at, held_back: built.held_back });
+        answered.insert(device, Answered { token: built.token, woken_at, held_back: built.held_back });
     }
 
     /// One sync response from `request.since` to now.
