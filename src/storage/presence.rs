@@ -2,7 +2,7 @@
 
 use sqlx::{any::AnyRow, Row};
 
-use super::{placeholders, Storage};
+use super::{placeholders, Backend, Storage};
 use crate::error::Result;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,20 +20,40 @@ fn presence_row(r: &AnyRow) -> PresenceRow {
 impl Storage {
     /// Stores a presence change; returns its stream position.
     pub async fn set_presence(&self, row: &PresenceRow) -> Result<i64> {
+        const COLUMNS: &str = "presence (user_id, state, status_msg, last_active_ts, stream_id)";
+        const REPLACE: &str = "ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, \
+             status_msg = excluded.status_msg, last_active_ts = excluded.last_active_ts, stream_id = excluded.stream_id";
+        if self.backend == Backend::Postgres {
+            // One statement that holds the counter's row lock only while it runs: presence is
+            // ephemeral, so its commit need not wait for the WAL flush (a crash may lose the last
+            // change, and the next one replaces it). Durable commits queued every syncing user
+            // behind the counter when many came online at once (72 ms each in a bench audit).
+            let sql = format!(
+                "WITH flags AS (SELECT set_config('synchronous_commit', 'off', true)), \
+                 moved AS (UPDATE stream_counters SET position = position + 1 WHERE stream = 'presence' \
+                   RETURNING position) \
+                 INSERT INTO {COLUMNS} SELECT $1, $2, $3, $4, moved.position FROM moved, flags {REPLACE} \
+                 RETURNING stream_id"
+            );
+            let position: (i64,) = sqlx::query_as(&sql)
+                .bind(&row.user_id)
+                .bind(&row.state)
+                .bind(&row.status_msg)
+                .bind(row.last_active_ts)
+                .fetch_one(&self.pool)
+                .await?;
+            return Ok(position.0);
+        }
         let mut tx = self.pool.begin().await?;
         let position = super::delivery::next_position(&mut tx, "presence").await?;
-        sqlx::query(
-            "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_id) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg, \
-             last_active_ts = excluded.last_active_ts, stream_id = excluded.stream_id",
-        )
-        .bind(&row.user_id)
-        .bind(&row.state)
-        .bind(&row.status_msg)
-        .bind(row.last_active_ts)
-        .bind(position)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(&format!("INSERT INTO {COLUMNS} VALUES ($1, $2, $3, $4, $5) {REPLACE}"))
+            .bind(&row.user_id)
+            .bind(&row.state)
+            .bind(&row.status_msg)
+            .bind(row.last_active_ts)
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(position)
     }

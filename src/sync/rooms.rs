@@ -105,10 +105,20 @@ impl SyncService {
             joined.iter().partition(|(_, stream)| since.is_none() || full_state || changed(*stream));
         let fresh_ids: Vec<&str> = fresh.iter().map(|(id, _)| id.as_str()).collect();
         let ongoing_ids: Vec<&str> = ongoing.iter().map(|(id, _)| id.as_str()).collect();
-        let mut rows = storage.recent_events_of_rooms(&fresh_ids, 0, now.events, limit + 1).await?;
-        rows.extend(storage.recent_events_of_rooms(&ongoing_ids, since_events, now.events, limit + 1).await?);
+        let stripped_ids: Vec<&str> = invited.iter().chain(&knocked).map(String::as_str).collect();
+        // Fresh rooms, invites and knocks need their state (and fresh rooms their members) whatever
+        // their timelines hold, so those reads run beside the timeline reads: an initial sync
+        // waits for the longest of its large reads, not for their sum. Incremental syncs seldom
+        // have fresh rooms; their empty reads cost nothing.
+        let early_state_ids: Vec<&str> = fresh_ids.iter().chain(&stripped_ids).copied().collect();
+        let (fresh_rows, ongoing_rows, early_state, fresh_members) = tokio::try_join!(
+            storage.recent_events_of_rooms(&fresh_ids, 0, now.events, limit + 1),
+            storage.recent_events_of_rooms(&ongoing_ids, since_events, now.events, limit + 1),
+            storage.current_state_of_rooms(&early_state_ids),
+            storage.members_of_rooms(&fresh_ids),
+        )?;
         let mut timelines: HashMap<String, Vec<EventRow>> = HashMap::new();
-        for row in rows {
+        for row in fresh_rows.into_iter().chain(ongoing_rows) {
             timelines.entry(row.room_id.clone()).or_default().push(row);
         }
 
@@ -130,10 +140,11 @@ impl SyncService {
                 needs_state.push(room);
             }
         }
-        let stripped_ids: Vec<&str> = invited.iter().chain(&knocked).map(String::as_str).collect();
-        let state_rooms: Vec<&str> = needs_state.iter().chain(stripped_ids.iter()).copied().collect();
+        // Ongoing rooms with a gap need their state too; it is known only now.
+        let late_state_ids: Vec<&str> = needs_state.iter().copied().filter(|room| !fresh_set.contains(room)).collect();
+        let late_state = storage.current_state_of_rooms(&late_state_ids).await?;
         let mut current_state: HashMap<String, Vec<EventRow>> = HashMap::new();
-        for row in storage.current_state_of_rooms(&state_rooms).await? {
+        for row in early_state.into_iter().chain(late_state) {
             current_state.entry(row.room_id.clone()).or_default().push(row);
         }
         // The summary may be left out when it has not changed (spec: "RoomSummary"): only rooms
@@ -147,9 +158,10 @@ impl SyncService {
                     || timelines.get(*room).is_some_and(|rows| rows.iter().any(|e| e.event_type == "m.room.member"))
             })
             .collect();
-        let summarized_ids: Vec<&str> = summarized.iter().copied().collect();
+        let late_member_ids: Vec<&str> = summarized.iter().copied().filter(|room| !fresh_set.contains(room)).collect();
+        let late_members = storage.members_of_rooms(&late_member_ids).await?;
         let mut members: HashMap<String, Vec<(String, String, i64)>> = HashMap::new();
-        for (room, user, membership, stream) in storage.members_of_rooms(&summarized_ids).await? {
+        for (room, user, membership, stream) in fresh_members.into_iter().chain(late_members) {
             members.entry(room).or_default().push((user, membership, stream));
         }
 

@@ -80,6 +80,10 @@ async fn initial_and_incremental_shape(backend: Backend) {
         .iter()
         .any(|e| e["event_id"] == second.as_str() && e["unsigned"]["transaction_id"].is_string()));
     assert!(events[0]["unsigned"].get("transaction_id").is_none());
+    let own_initial = s.sync(&alice, None, 0, None).await;
+    assert!(timeline(&own_initial, &room)
+        .iter()
+        .any(|e| e["event_id"] == second.as_str() && e["unsigned"]["transaction_id"].is_string()));
 
     assert_error(&s.get("/_matrix/client/v3/sync?since=garbage", Some(&bob.token)).await, 400, "M_INVALID_PARAM");
     assert_error(&s.get("/_matrix/client/v3/sync", None).await, 401, "M_MISSING_TOKEN");
