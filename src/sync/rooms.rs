@@ -140,13 +140,9 @@ impl SyncService {
                 needs_state.push(room);
             }
         }
-        // Ongoing rooms with a gap need their state too; it is known only now.
+        // Ongoing rooms with a gap need their state too, and rooms whose memberships changed their
+        // members; both are known only now, and are read side by side.
         let late_state_ids: Vec<&str> = needs_state.iter().copied().filter(|room| !fresh_set.contains(room)).collect();
-        let late_state = storage.current_state_of_rooms(&late_state_ids).await?;
-        let mut current_state: HashMap<String, Vec<EventRow>> = HashMap::new();
-        for row in early_state.into_iter().chain(late_state) {
-            current_state.entry(row.room_id.clone()).or_default().push(row);
-        }
         // The summary may be left out when it has not changed (spec: "RoomSummary"): only rooms
         // shown whole, or whose memberships changed in the timeline, need their members.
         let whole: HashSet<&str> = needs_state.iter().copied().collect();
@@ -159,7 +155,14 @@ impl SyncService {
             })
             .collect();
         let late_member_ids: Vec<&str> = summarized.iter().copied().filter(|room| !fresh_set.contains(room)).collect();
-        let late_members = storage.members_of_rooms(&late_member_ids).await?;
+        let (late_state, late_members) = tokio::try_join!(
+            storage.current_state_of_rooms(&late_state_ids),
+            storage.members_of_rooms(&late_member_ids),
+        )?;
+        let mut current_state: HashMap<String, Vec<EventRow>> = HashMap::new();
+        for row in early_state.into_iter().chain(late_state) {
+            current_state.entry(row.room_id.clone()).or_default().push(row);
+        }
         let mut members: HashMap<String, Vec<(String, String, i64)>> = HashMap::new();
         for (room, user, membership, stream) in fresh_members.into_iter().chain(late_members) {
             members.entry(room).or_default().push((user, membership, stream));

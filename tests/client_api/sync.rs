@@ -15,6 +15,7 @@ crate::backend_tests!(
     exactly_once_with_concurrent_writers,
     timeline_limit_and_lazy_members,
     each_room_has_its_own_timeline_limit,
+    gap_shows_changed_state_and_members,
     invites_and_leaves,
 );
 
@@ -369,6 +370,42 @@ async fn each_room_has_its_own_timeline_limit(backend: Backend) {
     assert_eq!(bodies(&next, &rooms[2]), ["c13", "c14", "c15"]);
     assert_eq!(next["rooms"]["join"][&rooms[2]]["timeline"]["limited"], true);
     assert!(next["rooms"]["join"].get(&rooms[1]).is_none(), "room b has nothing new: {next}");
+    s.stop().await;
+}
+
+/// An incremental sync over a gap (more new events than the limit) shows the state that changed
+/// before its timeline, and the members of every room whose memberships changed.
+async fn gap_shows_changed_state_and_members(backend: Backend) {
+    let (s, alice, bob, room, token) = alice_and_bob(backend).await;
+    let quiet = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(s.join(&bob, &quiet).await.0, StatusCode::OK);
+    let token = s.sync(&bob, Some(&token), 0, None).await["next_batch"].as_str().unwrap().to_owned();
+
+    let carol = s.register_fast("carol").await;
+    assert_eq!(s.invite(&alice, &room, &carol.user_id).await.0, StatusCode::OK);
+    assert_eq!(s.join(&carol, &room).await.0, StatusCode::OK);
+    assert_eq!(s.join(&carol, &quiet).await.0, StatusCode::OK);
+    for n in 0..5 {
+        s.send_text(&alice, &room, &format!("m{n}")).await;
+    }
+
+    let filter = json!({"room": {"timeline": {"limit": 3}}});
+    let next = s.sync(&bob, Some(&token), 0, Some(&filter)).await;
+    let joined = &next["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], true, "{next}");
+    let state_members: Vec<&str> = joined["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    assert_eq!(state_members, [carol.user_id.as_str()], "the gap's state: {joined}");
+    assert_eq!(joined["summary"]["m.joined_member_count"], 3, "{joined}");
+    // No gap in the quiet room: Carol's join is in its timeline, and its summary counts her.
+    let quiet_room = &next["rooms"]["join"][&quiet];
+    assert_eq!(quiet_room["timeline"]["limited"], false, "{quiet_room}");
+    assert_eq!(quiet_room["summary"]["m.joined_member_count"], 3, "{quiet_room}");
     s.stop().await;
 }
 
