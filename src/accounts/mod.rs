@@ -3,13 +3,17 @@
 
 mod credentials;
 mod profile;
+mod sessions;
 mod uia;
 pub mod username;
+
+use std::sync::Arc;
 
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 
 pub use credentials::{hash_password, random_id, token_hash};
 pub use profile::DirectoryEntry;
+use sessions::{Lookup, SessionCache};
 
 use crate::{
     error::{Error, Result},
@@ -45,11 +49,12 @@ pub struct Accounts {
     storage: Storage,
     server_name: OwnedServerName,
     registration_token: Option<String>,
+    sessions: Arc<SessionCache>,
 }
 
 impl Accounts {
     pub fn new(storage: Storage, server_name: OwnedServerName, registration_token: Option<String>) -> Self {
-        Self { storage, server_name, registration_token }
+        Self { storage, server_name, registration_token, sessions: Arc::default() }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -127,16 +132,35 @@ impl Accounts {
         self.storage
             .upsert_device(user_id.as_str(), device_id.as_str(), &token_hash(&token), display_name, ip, now_ms())
             .await?;
+        // The device's previous token, if it had one, is revoked.
+        self.sessions.forget_user(user_id);
         Ok((token, device_id))
     }
 
     /// The session an access token belongs to, if it is live.
     pub async fn session_for_token(&self, token: &str) -> Result<Option<Session>> {
-        let Some(row) = self.storage.session_by_token_hash(&token_hash(token)).await? else { return Ok(None) };
+        let token_hash = token_hash(token);
+        let generation = match self.sessions.get(&token_hash) {
+            Lookup::Hit(session) => return Ok(Some(session)),
+            Lookup::Miss(generation) => generation,
+        };
+        let Some(row) = self.storage.session_by_token_hash(&token_hash).await? else { return Ok(None) };
         let (Ok(user_id), device_id) = (UserId::parse(row.user_id), OwnedDeviceId::from(row.device_id)) else {
             return Ok(None);
         };
-        Ok(Some(Session { user_id, device_id, last_seen_ts: row.last_seen_ts }))
+        let session = Session { user_id, device_id, last_seen_ts: row.last_seen_ts };
+        self.sessions.insert(token_hash, session.clone(), generation);
+        Ok(Some(session))
+    }
+
+    /// Turns the session cache on while every revocation is heard (see `sessions`).
+    pub fn hearing_revocations(&self, hearing: bool) {
+        self.sessions.set_listening(hearing);
+    }
+
+    /// Another process revoked one of the user's tokens.
+    pub fn revoked_elsewhere(&self, user_id: &UserId) {
+        self.sessions.forget_user(user_id);
     }
 
     /// Records that the session's device was used from `ip`, at most once a minute per device.
@@ -145,7 +169,9 @@ impl Accounts {
         if session.last_seen_ts.is_some_and(|t| now - t < LAST_SEEN_PRECISION_MS) {
             return Ok(());
         }
-        self.storage.record_device_seen(session.user_id.as_str(), session.device_id.as_str(), ip, now).await
+        self.storage.record_device_seen(session.user_id.as_str(), session.device_id.as_str(), ip, now).await?;
+        self.sessions.seen(session, now);
+        Ok(())
     }
 
     pub async fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRow>> {
@@ -164,12 +190,16 @@ impl Accounts {
 
     /// Deletes devices and with them their access tokens (the spec's logout).
     pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[&str]) -> Result<u64> {
-        self.storage.delete_devices(user_id.as_str(), device_ids).await
+        let deleted = self.storage.delete_devices(user_id.as_str(), device_ids).await;
+        self.sessions.forget_user(user_id);
+        deleted
     }
 
     /// Deletes every device of the user except `keep`.
     pub async fn delete_other_devices(&self, user_id: &UserId, keep: Option<&str>) -> Result<u64> {
-        self.storage.delete_devices_except(user_id.as_str(), keep).await
+        let deleted = self.storage.delete_devices_except(user_id.as_str(), keep).await;
+        self.sessions.forget_user(user_id);
+        deleted
     }
 
     /// Sets a new password; `false` when there is no such account.
@@ -181,7 +211,7 @@ impl Accounts {
     /// Deactivates the account for good: every device logged out, the password and profile erased.
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         self.storage.mark_user_deactivated(user_id.as_str()).await?;
-        self.storage.delete_devices_except(user_id.as_str(), None).await?;
+        self.delete_other_devices(user_id, None).await?;
         self.storage.delete_profile(user_id.as_str()).await
     }
 

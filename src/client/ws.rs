@@ -111,7 +111,7 @@ impl Connection {
         }
     }
 
-    async fn authenticate(&mut self, header_token: Option<String>) -> std::result::Result<Session, u16> {
+    async fn authenticate(&mut self, header_token: Option<String>) -> std::result::Result<(Session, String), u16> {
         let token = match header_token {
             Some(token) => token,
             // Browsers cannot set headers: the first frame carries the token.
@@ -127,14 +127,14 @@ impl Connection {
             }
         };
         match self.s.accounts.session_for_token(&token).await {
-            Ok(Some(session)) => Ok(session),
+            Ok(Some(session)) => Ok((session, token)),
             _ => Err(CLOSE_UNKNOWN_TOKEN),
         }
     }
 
     async fn run(mut self, params: StreamParams, header_token: Option<String>) {
-        let session = match self.authenticate(header_token).await {
-            Ok(session) => session,
+        let (session, access_token) = match self.authenticate(header_token).await {
+            Ok(authenticated) => authenticated,
             Err(code) => return self.close(code, "authentication failed").await,
         };
         let since = match params.since.as_deref().map(StreamToken::parse).transpose() {
@@ -174,6 +174,9 @@ impl Connection {
                     result = &mut sync => break Some(result),
                     frame = self.socket.next() => match frame {
                         Some(Ok(Message::Text(text))) => {
+                            if revoked(&services, &access_token).await {
+                                return self.close(CLOSE_UNKNOWN_TOKEN, "the access token was revoked").await;
+                            }
                             let answer = handle_frame(&services, &session, &text).await;
                             if let Err(code) = self.send(answer).await {
                                 return self.fail(code).await;
@@ -206,6 +209,9 @@ impl Connection {
                     // An empty wait (no news before the wait ended) sends nothing.
                     let empty = token.is_some() && next == token;
                     if !empty {
+                        if revoked(&services, &access_token).await {
+                            return self.close(CLOSE_UNKNOWN_TOKEN, "the access token was revoked").await;
+                        }
                         if let Err(code) = self.send(SyncFrame { kind: "sync", body: &body }).await {
                             return self.fail(code).await;
                         }
@@ -219,6 +225,13 @@ impl Connection {
             }
         }
     }
+}
+
+/// Whether the stream's token has been revoked (its device logged out) since it connected.
+/// Checked before every frame either way, from the session cache where there is one; a database
+/// error does not count as revocation, or a hiccup would log clients out.
+async fn revoked(s: &Services, token: &str) -> bool {
+    matches!(s.accounts.session_for_token(token).await, Ok(None))
 }
 
 /// A sync response on the stream: `{"type": "sync", "body": …}` (DESIGN.md, WebSocket protocol).

@@ -2,8 +2,12 @@
 
 use sqlx::{any::AnyRow, Row};
 
-use super::{placeholders, Storage};
+use super::{placeholders, Backend, Storage};
 use crate::error::Result;
+
+/// PostgreSQL channel on which a revocation of any of a user's access tokens names the user, for
+/// the processes that cache sessions (accounts/sessions.rs).
+pub const SESSIONS_CHANNEL: &str = "axon_sessions";
 
 /// Who an access token belongs to, and when that device was last seen.
 pub struct SessionRow {
@@ -43,20 +47,29 @@ impl Storage {
         ip: Option<&str>,
         now: i64,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO devices (user_id, device_id, token_hash, display_name, last_seen_ip, last_seen_ts, created_ts) \
+        const UPSERT: &str = "INSERT INTO devices \
+             (user_id, device_id, token_hash, display_name, last_seen_ip, last_seen_ts, created_ts) \
              VALUES ($1, $2, $3, $4, $5, $6, $6) \
              ON CONFLICT (user_id, device_id) DO UPDATE SET token_hash = excluded.token_hash, \
-             last_seen_ip = excluded.last_seen_ip, last_seen_ts = excluded.last_seen_ts",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(token_hash)
-        .bind(display_name)
-        .bind(ip)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+             last_seen_ip = excluded.last_seen_ip, last_seen_ts = excluded.last_seen_ts";
+        // A device's new token revokes its old one: other processes must forget it.
+        let statement = match self.backend() {
+            Backend::Postgres => {
+                format!("WITH up AS ({UPSERT} RETURNING user_id) SELECT pg_notify($7, user_id) FROM up")
+            }
+            Backend::Sqlite => UPSERT.to_owned(),
+        };
+        let query = sqlx::query(&statement)
+            .bind(user_id)
+            .bind(device_id)
+            .bind(token_hash)
+            .bind(display_name)
+            .bind(ip)
+            .bind(now);
+        match self.backend() {
+            Backend::Postgres => query.bind(SESSIONS_CHANNEL).execute(&self.pool).await?,
+            Backend::Sqlite => query.execute(&self.pool).await?,
+        };
         Ok(())
     }
 
@@ -121,7 +134,7 @@ impl Storage {
                 devices = query.execute(&mut *tx).await?.rows_affected();
             }
             deleted += devices;
-            finish_device_deletion(&mut tx, user_id).await?;
+            finish_device_deletion(&mut tx, self.backend(), user_id).await?;
             tx.commit().await?;
         }
         Ok(deleted)
@@ -134,7 +147,7 @@ impl Storage {
         for statement in device_deletion("device_id <> COALESCE($2, '')") {
             deleted = sqlx::query(&statement).bind(user_id).bind(keep).execute(&mut *tx).await?.rows_affected();
         }
-        finish_device_deletion(&mut tx, user_id).await?;
+        finish_device_deletion(&mut tx, self.backend(), user_id).await?;
         tx.commit().await?;
         Ok(deleted)
     }
@@ -157,9 +170,17 @@ fn device_deletion(which: &str) -> Vec<String> {
     ]
 }
 
-/// Device deletion changes the user's pushers and device list.
-async fn finish_device_deletion(tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str) -> Result<()> {
+/// Device deletion changes the user's pushers and device list, and revokes access tokens, which
+/// other processes must forget when the transaction commits.
+async fn finish_device_deletion(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    user_id: &str,
+) -> Result<()> {
     super::delivery::next_position(tx, "pushers").await?;
     super::keys::record_device_list_change(tx, user_id).await?;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(SESSIONS_CHANNEL).bind(user_id).execute(&mut **tx).await?;
+    }
     Ok(())
 }

@@ -23,15 +23,17 @@ mod users;
 
 use std::{path::Path, str::FromStr, time::Duration};
 
+use futures_util::future::BoxFuture;
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
     migrate::Migrator,
-    AnyPool, Executor,
+    pool::PoolConnectionMetadata,
+    AnyConnection, AnyPool, Connection, Executor,
 };
 
 pub use backup::{BackupKeyRow, BackupVersionRow};
 pub use delivery::{AccountDataRow, ReceiptRow, ToDeviceRow};
-pub use devices::{DeviceRow, SessionRow};
+pub use devices::{DeviceRow, SessionRow, SESSIONS_CHANNEL};
 pub use events::EventRow;
 pub use keys::DeviceKeysRow;
 pub use presence::PresenceRow;
@@ -107,6 +109,8 @@ impl Storage {
                 AnyPoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(Duration::from_secs(10))
+                    .test_before_acquire(false)
+                    .before_acquire(ping_if_idle)
                     .connect_with(options.clone())
                     .await
                     .map_err(|e| connect_err(e.to_string()))?,
@@ -116,6 +120,8 @@ impl Storage {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .before_acquire(ping_if_idle)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -229,6 +235,22 @@ pub fn redact_password(url: &str) -> String {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),
     }
+}
+
+/// A connection idle this long is tested before use (the database may have restarted meanwhile).
+const PING_AFTER_IDLE: Duration = Duration::from_secs(2);
+
+/// sqlx pings every connection as it returns to the pool, and by default pings it again when it is
+/// taken out: on PostgreSQL that second ping is a round trip before every statement, on the
+/// delivery path, for a connection checked moments before. Only a connection that has been idle
+/// for a while is tested again.
+fn ping_if_idle(conn: &mut AnyConnection, meta: PoolConnectionMetadata) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        if meta.idle_for >= PING_AFTER_IDLE {
+            conn.ping().await?;
+        }
+        Ok(true)
+    })
 }
 
 /// `$first, $first+1, …` for `count` bind parameters: the list of a dynamic `IN (…)`.

@@ -1,6 +1,7 @@
 //! Between processes sharing one PostgreSQL database: `NOTIFY axon_bus` carries which users to wake
 //! and typing changes (identifiers and timeouts, never message data). Each process publishes its
-//! own changes and applies the others'. DESIGN.md section 3, step 4.
+//! own changes and applies the others'. DESIGN.md section 3, step 4. The same connection hears
+//! access-token revocations (`axon_sessions`), which storage publishes as they commit.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 
-use crate::services::Services;
+use crate::{services::Services, storage::SESSIONS_CHANNEL};
 
 const CHANNEL: &str = "axon_bus";
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
@@ -35,8 +36,8 @@ struct Envelope {
 /// Starts publishing this process's changes and applying the other processes'.
 pub async fn start(services: Services, url: &str) -> Result<(), sqlx::Error> {
     let instance = crate::accounts::random_id(12);
-    let mut listener = PgListener::connect(url).await?;
-    listener.listen(CHANNEL).await?;
+    let listener = listen(url).await?;
+    services.accounts.hearing_revocations(true);
     let (publish, mut outbox) = mpsc::unbounded_channel::<Message>();
     services.sync.notifier().set_publisher(publish);
 
@@ -57,24 +58,54 @@ pub async fn start(services: Services, url: &str) -> Result<(), sqlx::Error> {
         }
     });
 
+    let url = url.to_owned();
     tokio::spawn(async move {
+        let mut listener = Some(listener);
         loop {
-            match listener.recv().await {
-                Ok(notification) => {
+            let Some(connected) = listener.as_mut() else {
+                match listen(&url).await {
+                    Ok(l) => {
+                        listener = Some(l);
+                        // Whatever was published meanwhile is lost: start over from the database.
+                        services.accounts.hearing_revocations(true);
+                        services.sync.notifier().wake_all_local();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening to other processes");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+                continue;
+            };
+            match connected.try_recv().await {
+                Ok(Some(notification)) if notification.channel() == SESSIONS_CHANNEL => {
+                    if let Ok(user_id) = ruma::UserId::parse(notification.payload()) {
+                        services.accounts.revoked_elsewhere(&user_id);
+                    }
+                }
+                Ok(Some(notification)) => {
                     let Ok(envelope) = serde_json::from_str::<Envelope>(notification.payload()) else { continue };
                     if envelope.from != instance {
                         apply(&services, envelope.messages).await;
                     }
                 }
-                Err(e) => {
-                    // PgListener reconnects by itself on the next recv.
-                    tracing::warn!(error = %e, "listening to other processes");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                // The connection is lost: revocations may go unheard until a new one listens.
+                Ok(None) | Err(_) => {
+                    tracing::warn!("lost the connection listening to other processes");
+                    services.accounts.hearing_revocations(false);
+                    listener = None;
                 }
             }
         }
     });
     Ok(())
+}
+
+/// A connection that has subscribed to the bus and to token revocations.
+async fn listen(url: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect(url).await?;
+    listener.listen_all([CHANNEL, SESSIONS_CHANNEL]).await?;
+    Ok(listener)
 }
 
 /// Splits a batch into payloads under PostgreSQL's size limit.

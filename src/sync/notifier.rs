@@ -67,10 +67,22 @@ impl Notifier {
         let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         for user_id in user_ids {
             if let Some(waiter) = users.get(user_id) {
-                waiter.woken_at.store(self.wakes.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-                waiter.notify.notify_waiters();
+                self.wake_waiter(waiter);
             }
         }
+    }
+
+    /// Wakes every sync in this process, after wakes from other processes may have been lost.
+    pub fn wake_all_local(&self) {
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        for waiter in users.values() {
+            self.wake_waiter(waiter);
+        }
+    }
+
+    fn wake_waiter(&self, waiter: &Waiter) {
+        waiter.woken_at.store(self.wakes.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+        waiter.notify.notify_waiters();
     }
 
     pub fn publish(&self, message: super::bus::Message) {

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::common::{
-    forward_extremity_count, prev_events, test_config, timeline, Backend, TestDatabase, TestServer, User,
+    assert_error, forward_extremity_count, prev_events, test_config, timeline, Backend, TestDatabase, TestServer, User,
 };
 
 /// A second server on the same SQLite file refuses to start, with a message saying why.
@@ -19,19 +19,32 @@ async fn sqlite_has_one_owner() {
     s.stop().await;
 }
 
-/// Server B's clients receive, within a long-poll, every kind of change made through server A,
-/// and events written through both arrive exactly once in the room's order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_share_postgres() {
-    let a = TestServer::start(Backend::Postgres).await;
+/// A second server on server A's database.
+async fn second_server(a: &TestServer) -> TestServer {
     let running_b = axon::server::start(test_config(&a.db.url)).await.expect("second server starts");
-    let b = TestServer {
+    TestServer {
         backend: Backend::Postgres,
         base: format!("http://{}", running_b.client_addr),
         http: reqwest::Client::new(),
         db: TestDatabase::borrowed(&a.db.url),
         running: Some(running_b),
-    };
+    }
+}
+
+/// Stops the second server, then the first (which drops the database).
+async fn stop_both(a: TestServer, b: TestServer) {
+    if let Some(running) = b.running {
+        running.shutdown().await;
+    }
+    a.stop().await;
+}
+
+/// Server B's clients receive, within a long-poll, every kind of change made through server A,
+/// and events written through both arrive exactly once in the room's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_postgres() {
+    let a = TestServer::start(Backend::Postgres).await;
+    let b = second_server(&a).await;
     let alice = a.register_fast("alice").await; // uses server A
     let bob = b.register_fast("bob").await; // uses server B
     let room = a.create_room(&alice, json!({"preset": "public_chat"})).await;
@@ -174,8 +187,62 @@ async fn two_processes_share_postgres() {
     let (status, again) = a.put(&path, Some(&alice.token), body).await;
     assert_eq!((status, &again["event_id"]), (StatusCode::OK, &first["event_id"]), "the same event, not a new one");
 
-    if let Some(running) = b.running {
-        running.shutdown().await;
+    stop_both(a, b).await;
+}
+
+/// A token revoked through one server stops working on the other, though the other answers
+/// tokens it has seen from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_reach_the_other_process() {
+    let a = TestServer::start(Backend::Postgres).await;
+    let b = second_server(&a).await;
+    let whoami = "/_matrix/client/v3/account/whoami";
+    let erin = a.register("erin").await;
+    let phone = a.login(&erin, Some("PHONE")).await;
+    let laptop = a.login(&erin, Some("LAPTOP")).await;
+    let tablet = a.login(&erin, Some("TABLET")).await;
+    // Each login tells B to forget erin's sessions; let those arrive before B learns the tokens.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for user in [&erin, &phone, &laptop, &tablet] {
+        assert_eq!(b.get(whoami, Some(&user.token)).await.0, StatusCode::OK);
     }
-    a.stop().await;
+
+    // B answers from memory: a row removed behind both servers' backs (no revocation is
+    // published) does not reach it. This is what makes the checks below mean something.
+    let pool = a.db.pool().await;
+    sqlx::query("DELETE FROM devices WHERE device_id = 'TABLET'").execute(&pool).await.unwrap();
+    assert_eq!(b.get(whoami, Some(&tablet.token)).await.0, StatusCode::OK, "B caches sessions");
+
+    /// Waits until B refuses the token; a cache that ignored revocations would hold it for a minute.
+    async fn refused_on(b: &TestServer, token: &str, what: &str) {
+        for _ in 0..100 {
+            let answer = b.get("/_matrix/client/v3/account/whoami", Some(token)).await;
+            if answer.0 == StatusCode::UNAUTHORIZED {
+                assert_error(&answer, 401, "M_UNKNOWN_TOKEN");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("B still accepts the token after {what} on A");
+    }
+
+    let (status, _) = a.post("/_matrix/client/v3/logout", Some(&phone.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    refused_on(&b, &phone.token, "logout").await;
+    // Forgetting the user's sessions on B forgot the tablet's too, which its row no longer backs.
+    refused_on(&b, &tablet.token, "logout").await;
+    assert_eq!(b.get(whoami, Some(&laptop.token)).await.0, StatusCode::OK, "other devices keep working");
+
+    // A new token for an existing device revokes the old one.
+    let laptop_again = a.login(&erin, Some("LAPTOP")).await;
+    refused_on(&b, &laptop.token, "a new login on the device").await;
+    assert_eq!(b.get(whoami, Some(&laptop_again.token)).await.0, StatusCode::OK);
+
+    let (status, _) = a.post("/_matrix/client/v3/logout/all", Some(&erin.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    for token in [&erin.token, &laptop_again.token] {
+        refused_on(&b, token, "logout of all devices").await;
+    }
+
+    stop_both(a, b).await;
 }

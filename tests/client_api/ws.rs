@@ -19,6 +19,7 @@ crate::backend_tests!(
     methods_match_rest,
     resume_without_loss_or_duplicates,
     shutdown_closes_with_4503,
+    logout_closes_with_4401,
 );
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -272,4 +273,25 @@ async fn shutdown_closes_with_4503(backend: Backend) {
     let reader = tokio::spawn(async move { close_code(&mut ws).await });
     s.stop().await;
     assert_eq!(reader.await.unwrap(), 4503);
+}
+
+/// A stream whose device logs out ends with 4401 instead of carrying the next news, and takes
+/// no more frames.
+async fn logout_closes_with_4401(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (alice, bob, room) = setup(&s).await;
+    let laptop = s.login_fast(&bob).await;
+    let mut ws = connect(&s, Some(&laptop.token), "").await;
+    assert!(frame(&mut ws).await["body"]["rooms"]["join"][&room].is_object());
+    let mut kept = connect(&s, Some(&bob.token), "").await;
+    frame(&mut kept).await;
+
+    let (status, _) = s.post("/_matrix/client/v3/logout", Some(&laptop.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let sent = s.send_text(&alice, &room, "after the logout").await;
+    assert_eq!(close_code(&mut ws).await, 4401);
+    // The device that stayed logged in still gets the news.
+    let (event, _) = until_event(&mut kept, &room, |e| e["event_id"] == sent.as_str()).await;
+    assert_eq!(event["content"]["body"], "after the logout");
+    s.stop().await;
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::{
     api::{Api, Arrivals, Receivers, Result, Transport},
+    cpu::CpuMeter,
     Args, Figures,
 };
 
@@ -46,6 +47,7 @@ pub async fn dm_latency(
         Receivers::spawn(pairs.iter().map(|(_, r, _)| (receiving.clone(), r.clone(), seen.clone())), transport);
     receivers.wait_ready().await?;
 
+    let cpu = CpuMeter::start(args.server_pid);
     let interval = Duration::from_secs_f64(args.pairs as f64 / args.rate.max(0.001));
     let pair_count = args.pairs as f64;
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -77,6 +79,7 @@ pub async fn dm_latency(
         sent += sender.await.map_err(|e| e.to_string())??;
     }
     figures.drain(&seen, sent).await;
+    cpu.finish(&mut figures, sent, "message");
     receivers.stop();
     let started = started.lock().map(|s| s.clone()).unwrap_or_default();
     let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
@@ -109,6 +112,7 @@ pub async fn group_fanout(api: &Api, args: &Args) -> Result<Figures> {
     receivers.wait_ready().await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let messages = args.messages.unwrap_or(20);
+    let cpu = CpuMeter::start(args.server_pid);
     let mut per_delivery = Vec::new();
     let mut to_last = Vec::new();
     for n in 0..messages {
@@ -133,6 +137,7 @@ pub async fn group_fanout(api: &Api, args: &Args) -> Result<Figures> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    cpu.finish(&mut figures, messages, "message");
     receivers.stop();
     let duplicated: usize =
         seen.iter().map(|s| s.lock().map(|s| s.values().filter(|t| t.len() > 1).count()).unwrap_or(0)).sum();
@@ -160,6 +165,7 @@ pub async fn send_throughput(api: &Api, args: &Args) -> Result<Figures> {
     let mut receivers =
         Receivers::spawn(lanes.iter().map(|(_, r, _)| (api.clone(), r.clone(), seen.clone())), Transport::LongPoll);
     receivers.wait_ready().await?;
+    let cpu = CpuMeter::start(args.server_pid);
     let started = Instant::now();
     let duration = Duration::from_secs(args.duration);
     let senders: Vec<_> = lanes
@@ -189,6 +195,7 @@ pub async fn send_throughput(api: &Api, args: &Args) -> Result<Figures> {
     figures.add("accepted", sent as f64 / elapsed, "msg/s");
     figures.latencies("send_latency", latencies, &[50, 99]);
     figures.drain(&seen, sent).await;
+    cpu.finish(&mut figures, sent, "message");
     receivers.stop();
     Ok(figures)
 }

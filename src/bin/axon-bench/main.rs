@@ -4,6 +4,7 @@
 //! and prints one line per figure plus a JSON file.
 
 mod api;
+mod cpu;
 mod idle;
 mod latency;
 mod reads;
@@ -56,7 +57,8 @@ pub struct Args {
     /// idle-connections: the users the connections are spread over.
     #[arg(long, default_value_t = 100)]
     users: usize,
-    /// idle-connections: the server's process id, whose resident memory is read from /proc.
+    /// The server's process id: idle-connections reads its resident memory from /proc, and the
+    /// delivery workloads its CPU time (given or not, they report PostgreSQL's and the machine's).
     #[arg(long)]
     server_pid: Option<u32>,
     /// idle-connections: which kind of connection to measure.
