@@ -86,7 +86,9 @@ fn process_ticks(stat: &str) -> Option<u64> {
     Some(fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?)
 }
 
-/// The machine's busy time: the first line of `/proc/stat` without idle and iowait.
+/// The machine's busy time: the first line of `/proc/stat` without idle and iowait. The kernel
+/// samples it at clock ticks, while a process's time is its exact run time: on a mostly idle
+/// machine short bursts between ticks go uncounted, and the machine can show less than its processes.
 fn machine_busy_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
