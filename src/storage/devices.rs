@@ -54,22 +54,20 @@ impl Storage {
              last_seen_ip = excluded.last_seen_ip, last_seen_ts = excluded.last_seen_ts";
         // A device's new token revokes its old one: other processes must forget it.
         let statement = match self.backend() {
-            Backend::Postgres => {
-                format!("WITH up AS ({UPSERT} RETURNING user_id) SELECT pg_notify($7, user_id) FROM up")
-            }
+            Backend::Postgres => format!(
+                "WITH up AS ({UPSERT} RETURNING user_id) SELECT pg_notify('{SESSIONS_CHANNEL}', user_id) FROM up"
+            ),
             Backend::Sqlite => UPSERT.to_owned(),
         };
-        let query = sqlx::query(&statement)
+        sqlx::query(&statement)
             .bind(user_id)
             .bind(device_id)
             .bind(token_hash)
             .bind(display_name)
             .bind(ip)
-            .bind(now);
-        match self.backend() {
-            Backend::Postgres => query.bind(SESSIONS_CHANNEL).execute(&self.pool).await?,
-            Backend::Sqlite => query.execute(&self.pool).await?,
-        };
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
