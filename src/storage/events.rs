@@ -55,6 +55,25 @@ pub(super) fn event_row(r: AnyRow) -> EventRow {
     }
 }
 
+/// The newest events of the room `room` (an SQL expression) in the range `$1 < stream_ordering <=
+/// $2`, at most `$3`, newest first.
+fn newest_events(room: &str) -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 \
+         AND room_id = {room} ORDER BY stream_ordering DESC LIMIT $3"
+    )
+}
+
+/// [`newest_events`] of each of `count` rooms bound from `$first` on, as rows named `recent`
+/// (PostgreSQL: one index range per room through `LATERAL`).
+pub(super) fn newest_events_of_rooms(first: usize, count: usize) -> String {
+    format!(
+        "SELECT recent.* FROM (VALUES {}) AS r(room_id) CROSS JOIN LATERAL ({}) recent",
+        value_rows(first, count),
+        newest_events("r.room_id")
+    )
+}
+
 impl Storage {
     pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
@@ -279,24 +298,16 @@ impl Storage {
             Backend::Postgres => 500,
             Backend::Sqlite => 250,
         };
-        let newest = |room: &str| {
-            format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 \
-                 AND room_id = {room} ORDER BY stream_ordering DESC LIMIT $3"
-            )
-        };
         let mut found = Vec::new();
         for chunk in room_ids.chunks(chunk_size) {
             let sql = match self.backend {
-                Backend::Postgres => format!(
-                    "SELECT recent.* FROM (VALUES {}) AS r(room_id) CROSS JOIN LATERAL ({}) recent \
-                     ORDER BY recent.stream_ordering",
-                    value_rows(4, chunk.len()),
-                    newest("r.room_id")
-                ),
+                Backend::Postgres => {
+                    format!("{} ORDER BY recent.stream_ordering", newest_events_of_rooms(4, chunk.len()))
+                }
                 Backend::Sqlite => {
-                    let arms: Vec<String> =
-                        (4..4 + chunk.len()).map(|i| format!("SELECT * FROM ({})", newest(&format!("${i}")))).collect();
+                    let arms: Vec<String> = (4..4 + chunk.len())
+                        .map(|i| format!("SELECT * FROM ({})", newest_events(&format!("${i}"))))
+                        .collect();
                     format!("{} ORDER BY stream_ordering", arms.join(" UNION ALL "))
                 }
             };

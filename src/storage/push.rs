@@ -108,6 +108,27 @@ fn pusher_row(r: AnyRow) -> PusherRow {
     }
 }
 
+/// A query of the unread notifications of the user `user` in the rooms `rooms` (both SQL text: a
+/// parameter, and a list of values or a subquery) as rows `(room_id,
+/// thread_id, notifications, highlights)`. A notification stays unread until a read receipt covers
+/// it: the room's unthreaded one ('') or its thread's. Where each receipt points is read once per
+/// room and thread, not once per notification: a user away for long has many.
+pub(super) fn unread_counts_of_rooms(user: &str, rooms: &str) -> String {
+    format!(
+        "WITH read_upto AS (SELECT r.room_id, r.thread_id, MAX(e.stream_ordering) AS upto \
+             FROM receipts r JOIN events e ON e.event_id = r.event_id \
+             WHERE r.user_id = {user} AND r.receipt_type IN ('m.read', 'm.read.private') AND r.room_id IN ({rooms}) \
+             GROUP BY r.room_id, r.thread_id) \
+         SELECT a.room_id, a.thread_id, COUNT(*) AS notifications, CAST(SUM(a.highlight) AS BIGINT) AS highlights \
+         FROM event_push_actions a \
+         LEFT JOIN read_upto unthreaded ON unthreaded.room_id = a.room_id AND unthreaded.thread_id = '' \
+         LEFT JOIN read_upto threaded ON threaded.room_id = a.room_id AND threaded.thread_id = a.thread_id \
+         WHERE a.user_id = {user} AND a.unread = 1 AND a.room_id IN ({rooms}) \
+         AND a.stream_ordering > COALESCE(unthreaded.upto, -1) AND a.stream_ordering > COALESCE(threaded.upto, -1) \
+         GROUP BY a.room_id, a.thread_id"
+    )
+}
+
 impl Storage {
     /// How far push evaluation has come (a position in the event stream).
     pub async fn push_evaluated_position(&self) -> Result<i64> {
@@ -330,29 +351,10 @@ impl Storage {
     /// Unread notifications of the user in these rooms as `(room_id, thread_id, notifications,
     /// highlights)`. Reads only unread rows; the receipt check covers a receipt that was set
     /// while its events were being evaluated.
-    pub async fn unread_push_counts(
-        &self,
-        user_id: &str,
-        room_ids: &[&str],
-    ) -> Result<Vec<(String, String, i64, i64)>> {
+    pub async fn unread_push_counts(&self, user_id: &str, room_ids: &[&str]) -> Result<Vec<super::UnreadCount>> {
         let mut found = Vec::new();
         for chunk in room_ids.chunks(500) {
-            // A notification stays unread until a read receipt covers it: the room's unthreaded
-            // one ('') or its thread's. Where each receipt points is read once per room and thread,
-            // not once per notification: a user away for long has many.
-            let rooms = placeholders(2, chunk.len());
-            let sql = format!(
-                "WITH read_upto AS (SELECT r.room_id, r.thread_id, MAX(e.stream_ordering) AS upto \
-                     FROM receipts r JOIN events e ON e.event_id = r.event_id \
-                     WHERE r.user_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.room_id IN ({rooms}) \
-                     GROUP BY r.room_id, r.thread_id) \
-                 SELECT a.room_id, a.thread_id, COUNT(*), CAST(SUM(a.highlight) AS BIGINT) FROM event_push_actions a \
-                 LEFT JOIN read_upto unthreaded ON unthreaded.room_id = a.room_id AND unthreaded.thread_id = '' \
-                 LEFT JOIN read_upto threaded ON threaded.room_id = a.room_id AND threaded.thread_id = a.thread_id \
-                 WHERE a.user_id = $1 AND a.unread = 1 AND a.room_id IN ({rooms}) \
-                 AND a.stream_ordering > COALESCE(unthreaded.upto, -1) AND a.stream_ordering > COALESCE(threaded.upto, -1) \
-                 GROUP BY a.room_id, a.thread_id"
-            );
+            let sql = unread_counts_of_rooms("$1", &placeholders(2, chunk.len()));
             let mut query = sqlx::query(&sql).bind(user_id);
             for id in chunk {
                 query = query.bind(*id);

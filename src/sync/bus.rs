@@ -2,8 +2,20 @@
 //! and typing changes (identifiers and timeouts, never message data). Each process publishes its
 //! own changes and applies the others'. DESIGN.md section 3, step 4. The same connection hears
 //! access-token revocations (`axon_sessions`), which storage publishes as they commit.
+//!
+//! A process alone publishes nothing: every wake and every evaluation step would be a NOTIFY, a
+//! statement and a commit, that only its own listener hears. A starting (or reconnected) process
+//! announces itself and publishes for [`PEER_WAIT`]; the others answer and publish from then on.
+//! If none answers it stops. Wakes the others published before they heard it are made up for by
+//! waking every local sync once the wait is over.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgListener;
@@ -14,6 +26,8 @@ use crate::{services::Services, storage::SESSIONS_CHANNEL};
 const CHANNEL: &str = "axon_bus";
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const MAX_PAYLOAD: usize = 7000;
+/// How long an announcement waits for others to answer.
+const PEER_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Message {
@@ -24,6 +38,42 @@ pub enum Message {
     /// Push rules have been evaluated up to this event position: the syncs waiting for it (which
     /// would otherwise poll the database) can go on.
     Evaluated(i64),
+    /// A process started listening: the others answer with `Present` and publish to it.
+    Hello,
+    /// The answer to `Hello`.
+    Present,
+}
+
+/// Whether other processes listen, as far as this one knows.
+#[derive(Default)]
+struct Peers {
+    /// Publish: others are known, or an announcement awaits answers.
+    publishing: AtomicBool,
+    /// Another process was heard since the last announcement.
+    heard: AtomicBool,
+}
+
+impl Peers {
+    /// Announces this process and stops publishing after [`PEER_WAIT`] if nobody answered.
+    fn announce(self: &Arc<Self>, services: &Services) {
+        self.heard.store(false, Ordering::SeqCst);
+        self.publishing.store(true, Ordering::SeqCst);
+        services.sync.notifier().publish(Message::Hello);
+        let (peers, services) = (self.clone(), services.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(PEER_WAIT).await;
+            if !peers.heard.load(Ordering::SeqCst) {
+                peers.publishing.store(false, Ordering::SeqCst);
+            }
+            // Others may have left this process out until they heard it.
+            services.sync.notifier().wake_all_local();
+        });
+    }
+
+    fn heard(&self) {
+        self.heard.store(true, Ordering::SeqCst);
+        self.publishing.store(true, Ordering::SeqCst);
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -41,14 +91,19 @@ pub async fn start(services: Services, url: &str) -> Result<(), sqlx::Error> {
     let (publish, mut outbox) = mpsc::unbounded_channel::<Message>();
     services.sync.notifier().set_publisher(publish);
 
+    let peers = Arc::new(Peers::default());
     let publisher_services = services.clone();
     let from = instance.clone();
+    let publisher_peers = peers.clone();
     tokio::spawn(async move {
         while let Some(first) = outbox.recv().await {
             // Everything queued meanwhile goes out together.
             let mut batch = vec![first];
             while let Ok(next) = outbox.try_recv() {
                 batch.push(next);
+            }
+            if !publisher_peers.publishing.load(Ordering::SeqCst) {
+                batch.retain(|m| matches!(m, Message::Hello | Message::Present));
             }
             for payload in payloads(&from, batch) {
                 if let Err(e) = publisher_services.storage.notify(CHANNEL, &payload).await {
@@ -58,6 +113,7 @@ pub async fn start(services: Services, url: &str) -> Result<(), sqlx::Error> {
         }
     });
 
+    peers.announce(&services);
     let url = url.to_owned();
     tokio::spawn(async move {
         let mut listener = Some(listener);
@@ -69,6 +125,8 @@ pub async fn start(services: Services, url: &str) -> Result<(), sqlx::Error> {
                         // Whatever was published meanwhile is lost: start over from the database.
                         services.accounts.hearing_revocations(true);
                         services.sync.notifier().wake_all_local();
+                        // Processes started meanwhile were not heard.
+                        peers.announce(&services);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "listening to other processes");
@@ -86,6 +144,7 @@ pub async fn start(services: Services, url: &str) -> Result<(), sqlx::Error> {
                 Ok(Some(notification)) => {
                     let Ok(envelope) = serde_json::from_str::<Envelope>(notification.payload()) else { continue };
                     if envelope.from != instance {
+                        peers.heard();
                         apply(&services, envelope.messages).await;
                     }
                 }
@@ -141,6 +200,8 @@ async fn apply(services: &Services, messages: Vec<Message>) {
         match message {
             Message::Wake(users) => services.sync.notifier().wake_local(users.iter().map(String::as_str)),
             Message::Evaluated(position) => services.push.evaluated_elsewhere(position),
+            Message::Hello => services.sync.notifier().publish(Message::Present),
+            Message::Present => {}
             Message::Typing(room, user, timeout) => {
                 let timeout = timeout.map(Duration::from_millis);
                 if services.sync.typing().set(&room, &user, timeout) {

@@ -28,7 +28,12 @@ pub use self::{
     token::StreamToken,
 };
 use crate::{
-    ephemeral::typing::Typing, error::Result, presence::Presence, push::Push, rooms::Rooms, storage::SyncStart,
+    ephemeral::typing::Typing,
+    error::Result,
+    presence::Presence,
+    push::Push,
+    rooms::Rooms,
+    storage::{SyncStart, UnreadCount},
 };
 
 /// To-device messages handed out per sync; the rest follow in the next one.
@@ -289,7 +294,9 @@ impl SyncService {
         global_account_data.retain(|e| request.filter.account_data.allows(e["type"].as_str().unwrap_or(""), user_id));
 
         let mut rooms = self.rooms_section(request, &now, &memberships, &mut extras).await?;
-        self.add_unread_counts(user_id, request.filter.unread_thread_notifications, &mut rooms.join).await?;
+        let counts = std::mem::take(&mut rooms.unread_counts);
+        let per_thread = request.filter.unread_thread_notifications;
+        self.add_unread_counts(user_id, per_thread, counts, &rooms.counted_rooms, &mut rooms.join).await?;
         // Users who newly share a room with the viewer (their join, or the viewer's) come with
         // their current presence, changed or not.
         let mut presence = presence_changes;
@@ -381,17 +388,24 @@ impl SyncService {
 
     /// `unread_notifications` of each joined room in the response, and per thread
     /// (`unread_thread_notifications`) when the filter asks for it (spec: "Receiving notifications").
+    /// `counts` were read with the timelines, of the rooms `counted_rooms` (sorted); only the other
+    /// rooms are read here.
     async fn add_unread_counts(
         &self,
         user_id: &str,
         per_thread: bool,
+        mut counts: Vec<UnreadCount>,
+        counted_rooms: &[String],
         join: &mut BTreeMap<String, response::JoinedRoom>,
     ) -> Result<()> {
-        if join.is_empty() {
-            return Ok(());
+        let uncounted: Vec<&str> = join
+            .keys()
+            .map(String::as_str)
+            .filter(|room| counted_rooms.binary_search_by(|c| c.as_str().cmp(room)).is_err())
+            .collect();
+        if !uncounted.is_empty() {
+            counts.extend(self.rooms.storage().unread_push_counts(user_id, &uncounted).await?);
         }
-        let room_ids: Vec<&str> = join.keys().map(String::as_str).collect();
-        let counts = self.rooms.storage().unread_push_counts(user_id, &room_ids).await?;
         for (room_id, thread_id, notifications, highlights) in counts {
             let Some(room) = join.get_mut(&room_id) else { continue };
             let counts = if per_thread && thread_id != "main" {

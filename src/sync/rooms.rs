@@ -1,7 +1,7 @@
 //! The `rooms` section of a sync: joined rooms (timeline, state, ephemeral, account data,
 //! summary), invites (stripped state) and rooms left. A bounded number of queries whatever the
-//! number of rooms: one for the timelines, one for the state of the rooms that need it, one for
-//! members.
+//! number of rooms: one for the timelines (with the unread counts of ongoing rooms), one for the
+//! state of the rooms that need it, one for members.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -12,7 +12,11 @@ use super::{
     token::StreamToken,
     SyncRequest, SyncService,
 };
-use crate::{error::Result, rooms::format, storage::EventRow};
+use crate::{
+    error::Result,
+    rooms::format,
+    storage::{EventRow, RoomNews, UnreadCount},
+};
 
 /// State shown to an invitee (spec: "Stripped state").
 const STRIPPED_STATE: &[&str] = &[
@@ -60,6 +64,10 @@ pub(super) struct RoomsSection {
     /// `(user, membership)` of the member events shown in joined rooms (timelines and state), for
     /// the presence and device lists of users newly sharing a room; read on incremental syncs only.
     pub memberships_shown: Vec<(String, String)>,
+    /// `(room, thread, notifications, highlights)` read with the timelines, of `counted_rooms`.
+    pub unread_counts: Vec<UnreadCount>,
+    /// Sorted.
+    pub counted_rooms: Vec<String>,
 }
 
 impl SyncService {
@@ -111,13 +119,15 @@ impl SyncService {
         // waits for the longest of its large reads, not for their sum. Incremental syncs seldom
         // have fresh rooms; their empty reads cost nothing.
         let early_state_ids: Vec<&str> = fresh_ids.iter().chain(&stripped_ids).copied().collect();
-        let (fresh_rows, ongoing_rows, early_state, fresh_members) = tokio::try_join!(
+        // Ongoing rooms with news come with their unread counts: a woken sync's last read.
+        let (fresh_rows, ongoing, early_state, fresh_members) = tokio::try_join!(
             storage.recent_events_of_rooms(&fresh_ids, 0, now.events, limit + 1),
-            storage.recent_events_of_rooms(&ongoing_ids, since_events, now.events, limit + 1),
+            storage.room_news(user_id, &ongoing_ids, since_events, now.events, limit + 1),
             storage.current_state_of_rooms(&early_state_ids),
             storage.members_of_rooms(&fresh_ids),
         )?;
         let mut timelines: HashMap<String, Vec<EventRow>> = HashMap::new();
+        let RoomNews { events: ongoing_rows, unread_counts, counted_rooms } = ongoing;
         for row in fresh_rows.into_iter().chain(ongoing_rows) {
             timelines.entry(row.room_id.clone()).or_default().push(row);
         }
@@ -325,7 +335,7 @@ impl SyncService {
                 }),
             );
         }
-        Ok(RoomsSection { join, invite, knock, leave, memberships_shown })
+        Ok(RoomsSection { join, invite, knock, leave, memberships_shown, unread_counts, counted_rooms })
     }
 }
 

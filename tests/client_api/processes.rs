@@ -39,6 +39,47 @@ async fn stop_both(a: TestServer, b: TestServer) {
     a.stop().await;
 }
 
+/// The notifications on the bus of the test server's database within `wait`, as text.
+async fn bus_heard(listener: &mut sqlx::postgres::PgListener, wait: Duration) -> Vec<String> {
+    let mut heard = Vec::new();
+    while let Ok(Ok(notification)) = tokio::time::timeout(wait, listener.recv()).await {
+        heard.push(notification.payload().to_owned());
+    }
+    heard
+}
+
+/// A process alone on its database publishes nothing to other processes (each wake would be a
+/// statement and a commit that nobody hears); once another process says hello, it answers and
+/// publishes its wakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_process_publishes_once_it_has_company() {
+    let a = TestServer::start(Backend::Postgres).await;
+    let mut listener = sqlx::postgres::PgListener::connect(&a.db.url).await.expect("listener connects");
+    listener.listen("axon_bus").await.expect("listens");
+    let alice = a.register_fast("alice").await;
+    let room = a.create_room(&alice, json!({"preset": "public_chat"})).await;
+    // The server's announcement at start waits a second for answers; none comes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    bus_heard(&mut listener, Duration::from_millis(200)).await;
+    a.send_text(&alice, &room, "nobody else is here").await;
+    let heard = bus_heard(&mut listener, Duration::from_millis(700)).await;
+    assert!(heard.is_empty(), "a lone process published {heard:?}");
+
+    // A peer (this test) says hello: the server answers, and publishes from now on.
+    let pool = a.db.pool().await;
+    sqlx::query("SELECT pg_notify('axon_bus', '{\"from\":\"test-peer\",\"messages\":[\"Hello\"]}')")
+        .execute(&pool)
+        .await
+        .expect("notify");
+    let heard = bus_heard(&mut listener, Duration::from_millis(1000)).await;
+    assert!(heard.iter().any(|p| p.contains("Present")), "no answer to hello: {heard:?}");
+    a.send_text(&alice, &room, "someone is listening").await;
+    let heard = bus_heard(&mut listener, Duration::from_millis(1000)).await;
+    assert!(heard.iter().any(|p| p.contains("Wake") || p.contains("Evaluated")), "nothing published: {heard:?}");
+    drop(pool);
+    a.stop().await;
+}
+
 /// Server B's clients receive, within a long-poll, every kind of change made through server A,
 /// and events written through both arrive exactly once in the room's order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

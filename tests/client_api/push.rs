@@ -19,6 +19,7 @@ crate::backend_tests!(
     malformed_rules_and_pushers,
     pusher_lifecycle,
     dm_group_and_mention_pushes_with_counts,
+    counts_of_rooms_with_and_without_new_events,
     muted_room_does_not_notify,
     event_id_only_format,
     rejected_pushkey_removes_pusher,
@@ -418,6 +419,33 @@ async fn dm_group_and_mention_pushes_with_counts(backend: Backend) {
     assert_eq!(badge["devices"][0]["pushkey"], "bob-phone");
     let (_, list) = s.get("/_matrix/client/v3/notifications", Some(&bob.token)).await;
     assert!(list["notifications"].as_array().unwrap().iter().all(|n| n["read"] == true), "{list}");
+    s.stop().await;
+}
+
+/// One sync shows a room for its new event and another only for a receipt: the first room's counts
+/// are read with its timeline, the second's apart; both must be right.
+async fn counts_of_rooms_with_and_without_new_events(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let direct = dm(&s, &alice, &bob).await;
+    let group = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(s.join(&bob, &group).await.0, StatusCode::OK);
+    let since = s.sync(&bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    let hello = s.send_text(&alice, &direct, "hello").await;
+    let sync = sync_until_event(&s, &bob, &since, &direct, &hello).await;
+    assert_eq!(counts(&sync, &direct), (1, 0));
+    let since = sync["next_batch"].as_str().unwrap().to_owned();
+
+    receipt(&s, &alice, &direct, &hello, None).await;
+    let lunch = s.send_text(&alice, &group, "lunch").await;
+    let second = s.send_text(&alice, &group, "at noon").await;
+    let sync = sync_until_event(&s, &bob, &since, &group, &second).await;
+    assert!(crate::common::timeline(&sync, &group).iter().any(|e| e["event_id"] == lunch), "{sync}");
+    assert!(crate::common::timeline(&sync, &direct).is_empty(), "{sync}");
+    assert!(sync["rooms"]["join"][&direct]["ephemeral"]["events"].to_string().contains("m.receipt"), "{sync}");
+    assert_eq!(counts(&sync, &group), (2, 0));
+    assert_eq!(counts(&sync, &direct), (1, 0));
     s.stop().await;
 }
 
