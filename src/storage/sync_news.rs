@@ -2,6 +2,11 @@
 //! and, for the rooms that have some, the user's unread notification counts. On PostgreSQL this is
 //! one statement: like [`super::SyncStart`] it runs once per delivered message and receiver.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+};
+
 use sqlx::Row;
 
 use super::{
@@ -44,17 +49,9 @@ impl Storage {
             return Ok(RoomNews { events, unread_counts, counted_rooms });
         }
         let mut news = RoomNews { events: Vec::new(), unread_counts: Vec::new(), counted_rooms: Vec::new() };
-        // Event rows carry NULL count columns, count rows NULL event columns (`stream_ordering`).
-        let nulls = EVENT_COLUMNS.split(", ").map(|_| "NULL").collect::<Vec<_>>().join(", ");
         let count_column = EVENT_COLUMNS.split(", ").count();
         for chunk in room_ids.chunks(500) {
-            let sql = format!(
-                "WITH recent AS ({}), counts AS ({}) \
-                 SELECT recent.*, NULL, NULL, NULL, NULL FROM recent \
-                 UNION ALL SELECT {nulls}, counts.* FROM counts",
-                newest_events_of_rooms(5, chunk.len()),
-                unread_counts_of_rooms("$4", "SELECT room_id FROM recent"),
-            );
+            let sql = statement(chunk.len());
             let mut query = sqlx::query(&sql).bind(after).bind(upto).bind(per_room).bind(user_id);
             for room in chunk {
                 query = query.bind(*room);
@@ -83,6 +80,28 @@ impl RoomNews {
         self.events.sort_by_key(|e| e.stream_ordering);
         self.counted_rooms = rooms_of(&self.events);
     }
+}
+
+/// The statement of [`Storage::room_news`] for `rooms` rooms, built once per number of rooms (at
+/// most 500): every woken sync runs it, and a sync waiting for a connection holds it.
+fn statement(rooms: usize) -> Arc<str> {
+    static STATEMENTS: OnceLock<Mutex<HashMap<usize, Arc<str>>>> = OnceLock::new();
+    let mut statements = STATEMENTS.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
+    statements
+        .entry(rooms)
+        .or_insert_with(|| {
+            // Event rows carry NULL count columns, count rows NULL event columns (`stream_ordering`).
+            let nulls = EVENT_COLUMNS.split(", ").map(|_| "NULL").collect::<Vec<_>>().join(", ");
+            format!(
+                "WITH recent AS ({}), counts AS ({}) \
+                 SELECT recent.*, NULL, NULL, NULL, NULL FROM recent \
+                 UNION ALL SELECT {nulls}, counts.* FROM counts",
+                newest_events_of_rooms(5, rooms),
+                unread_counts_of_rooms("$4", "SELECT room_id FROM recent"),
+            )
+            .into()
+        })
+        .clone()
 }
 
 fn rooms_of(events: &[EventRow]) -> Vec<String> {
