@@ -39,6 +39,16 @@ pub struct EventRow {
 pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, event_type, state_key, sender, \
                                         state_snapshot, pdu, redacted_by, replaces_state, has_relations";
 
+/// How many columns [`EVENT_COLUMNS`] names: where the columns a statement reads after them start.
+pub(super) fn event_column_count() -> usize {
+    EVENT_COLUMNS.split(", ").count()
+}
+
+/// `NULL, NULL, …`, one per [`EVENT_COLUMNS`]: the event part of a UNION's rows that carry none.
+pub(super) fn event_column_nulls() -> String {
+    EVENT_COLUMNS.split(", ").map(|_| "NULL").collect::<Vec<_>>().join(", ")
+}
+
 pub(super) fn event_row(r: AnyRow) -> EventRow {
     EventRow {
         stream_ordering: r.get(0),
@@ -124,7 +134,7 @@ impl Storage {
         limit: i64,
     ) -> Result<Vec<(EventRow, i64)>> {
         let (compare, order) = if forwards { (">=", "ASC") } else { ("<=", "DESC") };
-        let fields = EVENT_COLUMNS.split(", ").count();
+        let fields = event_column_count();
         let sql = format!(
             "SELECT {EVENT_COLUMNS}, origin_server_ts FROM events WHERE room_id = $1 AND origin_server_ts {compare} $2 \
              ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT $3"

@@ -5,7 +5,7 @@ use sqlx::{any::AnyRow, Row};
 
 use super::{
     delivery::{next_position, PositionRows, POSITION_ROWS},
-    events::{event_row, EVENT_COLUMNS},
+    events::{event_column_count, event_column_nulls, event_row, EVENT_COLUMNS},
     placeholders, Backend, EventRow, Storage,
 };
 use crate::error::{Error, Result};
@@ -156,7 +156,7 @@ impl Storage {
         }
         // Event rows carry NULL position columns; position rows NULL event columns. The event rows
         // come first: PostgreSQL types a UNION's columns from left to right.
-        let nulls = EVENT_COLUMNS.split(", ").map(|_| "NULL").collect::<Vec<_>>().join(", ");
+        let nulls = event_column_nulls();
         let sql = format!(
             "(SELECT {EVENT_COLUMNS}, NULL, NULL FROM events \
                WHERE stream_ordering > COALESCE((SELECT position FROM stream_counters WHERE stream = 'push_evaluated'), 0) \
@@ -167,7 +167,7 @@ impl Storage {
         );
         let rows = sqlx::query(&sql).bind(i64::MAX).bind(limit).fetch_all(&self.pool).await?;
         let (mut collected, mut events) = (PositionRows::default(), Vec::new());
-        let position_column = EVENT_COLUMNS.split(", ").count();
+        let position_column = event_column_count();
         for row in rows {
             match row.get::<Option<String>, _>(position_column) {
                 None => events.push(event_row(row)),

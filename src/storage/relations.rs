@@ -5,7 +5,7 @@
 use sqlx::Row;
 
 use super::{
-    events::{event_row, EVENT_COLUMNS},
+    events::{event_column_count, event_row, EVENT_COLUMNS},
     placeholders, EventRow, Storage,
 };
 use crate::error::Result;
@@ -160,7 +160,7 @@ impl Storage {
         if parents.is_empty() {
             return Ok(Vec::new());
         }
-        let fields = EVENT_COLUMNS.split(", ").count();
+        let fields = event_column_count();
         let sql = format!(
             "SELECT {EVENT_COLUMNS}, relates_to, rel_type FROM events WHERE relates_to IN ({}) \
              AND rel_type IN ('m.replace', 'm.reference') ORDER BY stream_ordering",

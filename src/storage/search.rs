@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::{
-    events::{event_row, EVENT_COLUMNS},
+    events::{event_column_count, event_row, EVENT_COLUMNS},
     placeholders, Backend, EventRow, Storage,
 };
 use crate::error::Result;
@@ -33,7 +33,7 @@ impl Storage {
         }
         let (from, rank, filter) = self.search_sql(5, q.room_ids.len(), q.event_types.len());
         let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
-        let fields = EVENT_COLUMNS.split(", ").count();
+        let fields = event_column_count();
         let order = if q.by_rank { "rank DESC, e.stream_ordering DESC" } else { "e.stream_ordering DESC" };
         let sql =
             format!("SELECT {columns}, {rank} AS rank FROM {from} WHERE {filter} ORDER BY {order} LIMIT $2 OFFSET $3");

@@ -10,7 +10,7 @@ use std::{
 use sqlx::Row;
 
 use super::{
-    events::{event_row, newest_events_of_rooms, EVENT_COLUMNS},
+    events::{event_column_count, event_column_nulls, event_row, newest_events_of_rooms},
     push::unread_counts_of_rooms,
     Backend, EventRow, Storage,
 };
@@ -43,13 +43,14 @@ impl Storage {
         if self.backend == Backend::Sqlite {
             // Local: two statements cost no round trip.
             let events = self.recent_events_of_rooms(room_ids, after, upto, per_room).await?;
-            let counted_rooms = rooms_of(&events);
-            let counted: Vec<&str> = counted_rooms.iter().map(String::as_str).collect();
-            let unread_counts = self.unread_push_counts(user_id, &counted).await?;
-            return Ok(RoomNews { events, unread_counts, counted_rooms });
+            let mut news = RoomNews { events, unread_counts: Vec::new(), counted_rooms: Vec::new() };
+            news.settle();
+            let counted: Vec<&str> = news.counted_rooms.iter().map(String::as_str).collect();
+            news.unread_counts = self.unread_push_counts(user_id, &counted).await?;
+            return Ok(news);
         }
         let mut news = RoomNews { events: Vec::new(), unread_counts: Vec::new(), counted_rooms: Vec::new() };
-        let count_column = EVENT_COLUMNS.split(", ").count();
+        let count_column = event_column_count();
         for chunk in room_ids.chunks(500) {
             let sql = statement(chunk.len());
             let mut query = sqlx::query(&sql).bind(after).bind(upto).bind(per_room).bind(user_id);
@@ -78,7 +79,10 @@ impl RoomNews {
     /// Orders the events and names the rooms counted: those with events.
     fn settle(&mut self) {
         self.events.sort_by_key(|e| e.stream_ordering);
-        self.counted_rooms = rooms_of(&self.events);
+        let mut rooms: Vec<String> = self.events.iter().map(|e| e.room_id.clone()).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        self.counted_rooms = rooms;
     }
 }
 
@@ -91,7 +95,7 @@ fn statement(rooms: usize) -> Arc<str> {
         .entry(rooms)
         .or_insert_with(|| {
             // Event rows carry NULL count columns, count rows NULL event columns (`stream_ordering`).
-            let nulls = EVENT_COLUMNS.split(", ").map(|_| "NULL").collect::<Vec<_>>().join(", ");
+            let nulls = event_column_nulls();
             format!(
                 "WITH recent AS ({}), counts AS ({}) \
                  SELECT recent.*, NULL, NULL, NULL, NULL FROM recent \
@@ -102,11 +106,4 @@ fn statement(rooms: usize) -> Arc<str> {
             .into()
         })
         .clone()
-}
-
-fn rooms_of(events: &[EventRow]) -> Vec<String> {
-    let mut rooms: Vec<String> = events.iter().map(|e| e.room_id.clone()).collect();
-    rooms.sort_unstable();
-    rooms.dedup();
-    rooms
 }
