@@ -54,11 +54,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let services = Services::new(config, storage, stopped.clone()).await.map_err(StartError::Setup)?;
 
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(serve(client, http::router(services.clone()), stopped.clone())));
+    tasks.push(tokio::spawn(http::connections::serve(client, http::router(services.clone()), stopped.clone())));
     let mut metrics_addr = None;
     if let Some(listener) = metrics {
         metrics_addr = listener.local_addr().ok();
-        tasks.push(tokio::spawn(serve(listener, http::metrics::router(services.clone()), stopped.clone())));
+        tasks.push(tokio::spawn(http::connections::serve(
+            listener,
+            http::metrics::router(services.clone()),
+            stopped.clone(),
+        )));
     }
     if services.storage.backend() == Backend::Postgres {
         // Other processes may share the database: exchange wake-ups with them.
@@ -79,16 +83,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Listen { key, addr, source })
-}
-
-async fn serve(listener: TcpListener, app: axum::Router, mut stopped: watch::Receiver<bool>) {
-    let shutdown = async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(error = %e, "listener failed");
-    }
 }
 
 /// Periodic upkeep that must not grow with the number of users: typing expiry (only rooms where

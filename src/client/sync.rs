@@ -1,6 +1,6 @@
 //! `GET /sync` (spec: "Syncing") and filters (spec: "Filtering").
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use ruma::api::client::{
     filter::{create_filter::v3 as create_filter, get_filter::v3 as get_filter, FilterDefinition},
@@ -8,6 +8,7 @@ use ruma::api::client::{
 };
 
 use crate::{
+    accounts::Session,
     error::{Error, Result},
     http::Ruma,
     services::Services,
@@ -17,31 +18,64 @@ use crate::{
 /// The longest a long-poll waits, whatever the client asks.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub async fn sync(s: Services, req: Ruma<sync_events::Request>) -> Result<SyncResponse> {
-    // Only what the sync needs is kept across its wait, not the whole parsed request: an idle
-    // long-poll holds this future for as long as it waits.
-    let Ruma { body, session, .. } = req;
-    let session = session.ok_or(Error::MissingToken)?;
-    let sync_events::Request { filter, since, full_state, set_presence, timeout, .. } = body;
-    let filter = match filter {
-        None => SyncFilter::default(),
-        Some(Filter::FilterDefinition(definition)) => SyncFilter::from_definition(&definition),
-        Some(Filter::FilterId(id)) => {
-            SyncFilter::from_definition(&Box::pin(stored_filter(&s, session.user_id.as_str(), &id)).await?)
+/// Not an `async fn`: an idle long-poll holds the returned future for its whole wait, and an
+/// `async fn` would keep its arguments (the whole parsed request) in it. The request is taken
+/// apart first; the future holds the parts the sync needs, boxed.
+pub fn sync(s: Services, req: Ruma<sync_events::Request>) -> impl Future<Output = Result<SyncResponse>> + Send {
+    let call = SyncCall::from_request(req);
+    async move {
+        let mut call = call?;
+        if let Some(id) = call.filter_id.take() {
+            let definition = Box::pin(stored_filter(&s, call.session.user_id.as_str(), &id)).await?;
+            call.filter = SyncFilter::from_definition(&definition);
         }
-        Some(_) => SyncFilter::default(),
-    };
-    let request = SyncRequest {
-        user_id: session.user_id.as_str(),
-        device_id: session.device_id.as_str(),
-        since: since.map(|since| StreamToken::parse(&since)).transpose()?,
-        full_state,
-        filter,
-        timeout: timeout.unwrap_or_default().min(MAX_TIMEOUT),
-        // A value outside the spec's three syncs as the default, online.
-        set_presence: crate::presence::state_name(&set_presence).unwrap_or(crate::presence::ONLINE),
-    };
-    s.sync.sync(&request, s.shutdown.clone()).await
+        let request = SyncRequest {
+            user_id: call.session.user_id.as_str(),
+            device_id: call.session.device_id.as_str(),
+            since: call.since,
+            full_state: call.full_state,
+            filter: &call.filter,
+            timeout: call.timeout,
+            set_presence: call.set_presence,
+        };
+        s.sync.sync(&request, s.shutdown.clone()).await
+    }
+}
+
+/// What a `/sync` request asks, owned (`SyncRequest` borrows from it).
+struct SyncCall {
+    session: Session,
+    filter: SyncFilter,
+    /// A stored filter to load in place of `filter`.
+    filter_id: Option<String>,
+    since: Option<StreamToken>,
+    full_state: bool,
+    timeout: Duration,
+    set_presence: &'static str,
+}
+
+impl SyncCall {
+    fn from_request(req: Ruma<sync_events::Request>) -> Result<Box<Self>> {
+        let Ruma { body, session, .. } = req;
+        let session = session.ok_or(Error::MissingToken)?;
+        let sync_events::Request { filter, since, full_state, set_presence, timeout, .. } = body;
+        let (filter, filter_id) = match filter {
+            None => (SyncFilter::default(), None),
+            Some(Filter::FilterDefinition(definition)) => (SyncFilter::from_definition(&definition), None),
+            Some(Filter::FilterId(id)) => (SyncFilter::default(), Some(id)),
+            Some(_) => (SyncFilter::default(), None),
+        };
+        Ok(Box::new(Self {
+            session,
+            filter,
+            filter_id,
+            since: since.map(|since| StreamToken::parse(&since)).transpose()?,
+            full_state,
+            timeout: timeout.unwrap_or_default().min(MAX_TIMEOUT),
+            // A value outside the spec's three syncs as the default, online.
+            set_presence: crate::presence::state_name(&set_presence).unwrap_or(crate::presence::ONLINE),
+        }))
+    }
 }
 
 async fn stored_filter(s: &Services, user_id: &str, id: &str) -> Result<FilterDefinition> {

@@ -76,11 +76,10 @@ pub async fn upgrade(
         .map(|t| t.trim().to_owned());
     // Small buffers: a stream idles far more than it talks, and tungstenite's defaults (128 KiB
     // each way) would make every idle connection cost as much as a busy one.
-    ws.protocols(["m.json"]).read_buffer_size(WS_BUFFER_BYTES).write_buffer_size(0).on_upgrade(
-        move |socket| async move {
-            Connection { s, socket }.run(params, token).await;
-        },
-    )
+    ws.protocols(["m.json"])
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| Connection { s, socket }.run(params, token))
 }
 
 struct Connection {
@@ -88,26 +87,28 @@ struct Connection {
     socket: WebSocket,
 }
 
-impl Connection {
-    async fn close(mut self, code: u16, reason: &str) {
-        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason.to_owned()) };
-        let _ = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
-    }
+/// Why a stream ends: a close frame to send (code and reason), or `None` when the connection is
+/// gone or was dropped without one.
+type Ending = Option<(u16, &'static str)>;
 
-    /// Ends the connection after a failed send: a slow consumer is told so; a broken one is gone.
-    async fn fail(self, code: u16) {
-        if code == CLOSE_SLOW_CONSUMER {
-            self.close(code, "slow consumer").await;
+impl Connection {
+    /// The stream's task. An idle stream holds this future for as long as it is open, so the
+    /// futures of what happens rarely (authentication, a client's frame, a revocation check, the
+    /// close) are boxed: inline, each would add its size to every idle stream.
+    async fn run(mut self, params: StreamParams, header_token: Option<String>) {
+        if let Some((code, reason)) = self.serve(params, header_token).await {
+            let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+            let _ = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
         }
     }
 
-    /// Sends a frame, or reports the client as too slow to take it.
-    async fn send(&mut self, frame: impl serde::Serialize) -> std::result::Result<(), u16> {
-        let Ok(text) = serde_json::to_string(&frame) else { return Err(0) };
+    /// Sends a frame, or reports the client as too slow to take it (a broken one is just gone).
+    async fn send(&mut self, frame: impl serde::Serialize) -> std::result::Result<(), Ending> {
+        let Ok(text) = serde_json::to_string(&frame) else { return Err(None) };
         match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Text(Utf8Bytes::from(text)))).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(0),
-            Err(_) => Err(CLOSE_SLOW_CONSUMER),
+            Ok(Err(_)) => Err(None),
+            Err(_) => Err(Some((CLOSE_SLOW_CONSUMER, "slow consumer"))),
         }
     }
 
@@ -132,25 +133,26 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, params: StreamParams, header_token: Option<String>) {
-        let (session, access_token) = match self.authenticate(header_token).await {
+    async fn serve(&mut self, params: StreamParams, header_token: Option<String>) -> Ending {
+        const REVOKED: Ending = Some((CLOSE_UNKNOWN_TOKEN, "the access token was revoked"));
+        const SHUTTING_DOWN: Ending = Some((CLOSE_SHUTTING_DOWN, "server shutting down"));
+        let (session, access_token) = match Box::pin(self.authenticate(header_token)).await {
             Ok(authenticated) => authenticated,
-            Err(code) => return self.close(code, "authentication failed").await,
+            Err(code) => return Some((code, "authentication failed")),
         };
-        let since = match params.since.as_deref().map(StreamToken::parse).transpose() {
-            Ok(since) => since,
-            Err(_) => return self.close(CLOSE_BAD_SINCE, "since is not a usable sync token").await,
+        let Ok(since) = params.since.as_deref().map(StreamToken::parse).transpose() else {
+            return Some((CLOSE_BAD_SINCE, "since is not a usable sync token"));
         };
         let filter = match params.filter.as_deref() {
             None => SyncFilter::default(),
-            Some(text) => match stream_filter(&self.s, &session, text).await {
+            Some(text) => match Box::pin(stream_filter(&self.s, &session, text)).await {
                 Ok(filter) => filter,
-                Err(_) => return self.close(CLOSE_BAD_SINCE, "unknown or invalid filter").await,
+                Err(_) => return Some((CLOSE_BAD_SINCE, "unknown or invalid filter")),
             },
         };
         let mut token = since;
         let mut full_state = params.full_state;
-        let set_presence = params.set_presence.clone().unwrap_or_else(|| crate::presence::ONLINE.to_owned());
+        let set_presence = params.set_presence.unwrap_or_else(|| crate::presence::ONLINE.to_owned());
         let mut shutdown = self.s.shutdown.clone();
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.tick().await;
@@ -162,7 +164,7 @@ impl Connection {
                 device_id: session.device_id.as_str(),
                 since: token,
                 full_state,
-                filter: filter.clone(),
+                filter: &filter,
                 timeout: SYNC_WAIT,
                 set_presence: &set_presence,
             };
@@ -174,46 +176,46 @@ impl Connection {
                     result = &mut sync => break Some(result),
                     frame = self.socket.next() => match frame {
                         Some(Ok(Message::Text(text))) => {
-                            if revoked(&services, &access_token).await {
-                                return self.close(CLOSE_UNKNOWN_TOKEN, "the access token was revoked").await;
+                            if Box::pin(revoked(&services, &access_token)).await {
+                                return REVOKED;
                             }
-                            let answer = handle_frame(&services, &session, &text).await;
-                            if let Err(code) = self.send(answer).await {
-                                return self.fail(code).await;
+                            let answer = Box::pin(handle_frame(&services, &session, &text)).await;
+                            if let Err(ending) = self.send(answer).await {
+                                return ending;
                             }
                         }
                         Some(Ok(Message::Pong(_))) => unanswered_pings = 0,
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
                         Some(Ok(_)) => {}
                     },
                     _ = ping.tick() => {
                         if unanswered_pings >= 2 {
-                            return;
+                            return None;
                         }
                         unanswered_pings += 1;
                         if self.socket.send(Message::Ping(Default::default())).await.is_err() {
-                            return;
+                            return None;
                         }
                     }
                     _ = shutdown.changed() => break None,
                 }
             };
             match outcome {
-                None => return self.close(CLOSE_SHUTTING_DOWN, "server shutting down").await,
+                None => return SHUTTING_DOWN,
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "websocket sync failed");
-                    return self.close(CLOSE_SHUTTING_DOWN, "sync failed; reconnect").await;
+                    return Some((CLOSE_SHUTTING_DOWN, "sync failed; reconnect"));
                 }
                 Some(Ok(body)) => {
                     let next = StreamToken::parse(&body.next_batch).ok();
                     // An empty wait (no news before the wait ended) sends nothing.
                     let empty = token.is_some() && next == token;
                     if !empty {
-                        if revoked(&services, &access_token).await {
-                            return self.close(CLOSE_UNKNOWN_TOKEN, "the access token was revoked").await;
+                        if Box::pin(revoked(&services, &access_token)).await {
+                            return REVOKED;
                         }
-                        if let Err(code) = self.send(SyncFrame { kind: "sync", body: &body }).await {
-                            return self.fail(code).await;
+                        if let Err(ending) = self.send(SyncFrame { kind: "sync", body: &body }).await {
+                            return ending;
                         }
                     }
                     token = next.or(token);
@@ -221,7 +223,7 @@ impl Connection {
                 }
             }
             if *shutdown.borrow() {
-                return self.close(CLOSE_SHUTTING_DOWN, "server shutting down").await;
+                return SHUTTING_DOWN;
             }
         }
     }

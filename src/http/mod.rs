@@ -2,6 +2,7 @@
 //! metrics. Endpoints are registered from ruma's metadata (method and every path the spec has
 //! given them), so no Client-Server path is typed by hand.
 
+pub mod connections;
 pub mod error;
 pub mod limits;
 pub mod metrics;
@@ -58,10 +59,12 @@ impl JsonEndpointRouter for Router<Services> {
         Fut: Future<Output = Result<R, Error>> + Send + 'static,
         R: serde::Serialize + Send + 'static,
     {
-        let method_router =
-            on(method_filter::<T>(), move |State(services): State<Services>, request: Ruma<T>| async move {
-                handler(services, request).await.map(axum::Json)
-            });
+        // The handler is called before the future that awaits it is made, so that future does not
+        // also hold the parsed request: an idle long-poll holds it for its whole wait.
+        let method_router = on(method_filter::<T>(), move |State(services): State<Services>, request: Ruma<T>| {
+            let answer = handler(services, request);
+            async move { answer.await.map(axum::Json) }
+        });
         route_all_paths::<T>(self, method_router)
     }
 }

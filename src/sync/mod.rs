@@ -61,7 +61,7 @@ pub struct SyncRequest<'a> {
     pub device_id: &'a str,
     pub since: Option<StreamToken>,
     pub full_state: bool,
-    pub filter: SyncFilter,
+    pub filter: &'a SyncFilter,
     pub timeout: Duration,
     /// `online` (the default), `unavailable` or `offline`: what syncing says of the user.
     pub set_presence: &'a str,

@@ -79,7 +79,7 @@ impl SyncService {
         extras: &mut RoomExtras,
     ) -> Result<RoomsSection> {
         let (user_id, device_id, full_state, filter) =
-            (request.user_id, request.device_id, request.full_state, &request.filter);
+            (request.user_id, request.device_id, request.full_state, request.filter);
         let since = request.since.as_ref();
         let RoomExtras { ephemeral, account_data: room_account_data } = extras;
         let storage = self.rooms.storage();

@@ -10,6 +10,7 @@ use crate::common::{assert_error, hold_push_evaluation, release_push_evaluation,
 crate::backend_tests!(
     initial_and_incremental_shape,
     long_poll_wakes_and_times_out,
+    shutdown_answers_a_waiting_long_poll,
     long_poll_wakes_when_held_back_events_are_evaluated,
     change_between_polls_answers_the_next_poll,
     exactly_once_with_concurrent_writers,
@@ -121,6 +122,23 @@ async fn long_poll_wakes_and_times_out(backend: Backend) {
         .expect("the long-poll was woken long before its timeout");
     assert_eq!(timeline(&woken, &room)[0]["event_id"], sent.as_str());
     s.stop().await;
+}
+
+/// Stopping the server answers a waiting long-poll at once (an empty sync), instead of keeping the
+/// client, or the shutdown, waiting for its timeout.
+async fn shutdown_answers_a_waiting_long_poll(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let since = s.sync(&alice, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    let request = s.http.get(s.url(&format!("/_matrix/client/v3/sync?timeout=250000&since={since}")));
+    let waiting = tokio::spawn(request.bearer_auth(&alice.token).send());
+    // Time for the request to reach the server and start waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::timeout(Duration::from_secs(60), s.stop()).await.expect("shutdown does not wait for the timeout");
+    let response = waiting.await.unwrap().expect("the long-poll is answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["next_batch"], since.as_str(), "nothing happened: {body}");
 }
 
 /// An event waits for its push evaluation before a sync shows it (with its counts). A long-poll
