@@ -93,8 +93,9 @@ type Ending = Option<(u16, &'static str)>;
 
 impl Connection {
     /// The stream's task. An idle stream holds this future for as long as it is open, so the
-    /// futures of what happens rarely (authentication, a client's frame, a revocation check, the
-    /// close) are boxed: inline, each would add its size to every idle stream.
+    /// futures of what happens rarely (authentication, a client's frame, a revocation check) are
+    /// boxed, and the close is sent after the stream's loop, not from within it: inline, each
+    /// would add its size to every idle stream.
     async fn run(mut self, params: StreamParams, header_token: Option<String>) {
         if let Some((code, reason)) = self.serve(params, header_token).await {
             let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
