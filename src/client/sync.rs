@@ -78,7 +78,8 @@ impl SyncCall {
     }
 }
 
-async fn stored_filter(s: &Services, user_id: &str, id: &str) -> Result<FilterDefinition> {
+/// A filter the user stored (`POST /user/{userId}/filter`), by its ID.
+pub(super) async fn stored_filter(s: &Services, user_id: &str, id: &str) -> Result<FilterDefinition> {
     let id: i64 = id.parse().map_err(|_| Error::InvalidParam(format!("unknown filter {id:?}")))?;
     let text = s.storage.filter(user_id, id).await?.ok_or_else(|| Error::NotFound("unknown filter".into()))?;
     serde_json::from_str(&text).map_err(Error::internal)

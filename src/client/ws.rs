@@ -249,13 +249,7 @@ async fn stream_filter(s: &Services, session: &Session, text: &str) -> Result<Sy
     let definition: FilterDefinition = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| Error::BadJson(e.to_string()))?
     } else {
-        let id: i64 = text.parse().map_err(|_| Error::InvalidParam("unknown filter".into()))?;
-        let stored = s
-            .storage
-            .filter(session.user_id.as_str(), id)
-            .await?
-            .ok_or_else(|| Error::NotFound("unknown filter".into()))?;
-        serde_json::from_str(&stored).map_err(Error::internal)?
+        super::sync::stored_filter(s, session.user_id.as_str(), text).await?
     };
     Ok(SyncFilter::from_definition(&definition))
 }

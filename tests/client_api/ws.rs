@@ -16,6 +16,7 @@ use crate::common::{timeline, Backend, TestServer, User};
 crate::backend_tests!(
     header_auth_and_live_frames,
     first_frame_auth_and_close_codes,
+    stored_and_inline_filters,
     methods_match_rest,
     resume_without_loss_or_duplicates,
     shutdown_closes_with_4503,
@@ -106,6 +107,34 @@ async fn header_auth_and_live_frames(backend: Backend) {
     let rest = s.sync(&bob, Some(&next), 0, None).await;
     assert_eq!(rest["rooms"]["join"], json!({}));
     assert_eq!(request(&mut ws, "p1", "ping", json!({})).await, json!({"id": "p1", "result": {}}));
+    s.stop().await;
+}
+
+/// `?filter=` takes a stored filter's ID or a filter as JSON, as `/sync` does; an unknown ID (or
+/// another user's) closes the stream with 4410.
+async fn stored_and_inline_filters(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (alice, bob, room) = setup(&s).await;
+    for n in 0..3 {
+        s.send_text(&alice, &room, &format!("message {n}")).await;
+    }
+    let one_event = json!({"room": {"timeline": {"limit": 1}}});
+    let (status, stored) =
+        s.post(&format!("/_matrix/client/v3/user/{}/filter", bob.user_id), Some(&bob.token), one_event.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    let id = stored["filter_id"].as_str().unwrap();
+    let inline = format!("?filter={}", crate::common::urlencode(&one_event.to_string()));
+    for query in [format!("?filter={id}"), inline] {
+        let mut ws = connect(&s, Some(&bob.token), &query).await;
+        let initial = frame(&mut ws).await;
+        let events = initial["body"]["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap().clone();
+        assert_eq!(events.len(), 1, "{query}: the filter's timeline limit");
+        assert_eq!(events[0]["content"]["body"], "message 2");
+    }
+    let mut unknown = connect(&s, Some(&bob.token), "?filter=999").await;
+    assert_eq!(close_code(&mut unknown).await, 4410);
+    let mut not_theirs = connect(&s, Some(&alice.token), &format!("?filter={id}")).await;
+    assert_eq!(close_code(&mut not_theirs).await, 4410);
     s.stop().await;
 }
 
