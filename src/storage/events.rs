@@ -65,12 +65,12 @@ pub(super) fn event_row(r: AnyRow) -> EventRow {
     }
 }
 
-/// The newest events of the room `room` (an SQL expression) in the range `$1 < stream_ordering <=
-/// $2`, at most `$3`, newest first.
-fn newest_events(room: &str) -> String {
+/// The newest events of the room `room` in the range `after < stream_ordering <= upto`, at most
+/// `limit`, newest first (all four SQL expressions).
+pub(super) fn newest_events(room: &str, after: &str, upto: &str, limit: &str) -> String {
     format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 \
-         AND room_id = {room} ORDER BY stream_ordering DESC LIMIT $3"
+        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering > {after} AND stream_ordering <= {upto} \
+         AND room_id = {room} ORDER BY stream_ordering DESC LIMIT {limit}"
     )
 }
 
@@ -80,7 +80,7 @@ pub(super) fn newest_events_of_rooms(first: usize, count: usize) -> String {
     format!(
         "SELECT recent.* FROM (VALUES {}) AS r(room_id) CROSS JOIN LATERAL ({}) recent",
         value_rows(first, count),
-        newest_events("r.room_id")
+        newest_events("r.room_id", "$1", "$2", "$3")
     )
 }
 
@@ -316,7 +316,7 @@ impl Storage {
                 }
                 Backend::Sqlite => {
                     let arms: Vec<String> = (4..4 + chunk.len())
-                        .map(|i| format!("SELECT * FROM ({})", newest_events(&format!("${i}"))))
+                        .map(|i| format!("SELECT * FROM ({})", newest_events(&format!("${i}"), "$1", "$2", "$3")))
                         .collect();
                     format!("{} ORDER BY stream_ordering", arms.join(" UNION ALL "))
                 }

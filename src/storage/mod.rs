@@ -6,6 +6,7 @@
 //! and timestamps as milliseconds so that both dialects decode to the same Rust types.
 
 mod backup;
+mod batch;
 mod delivery;
 mod devices;
 mod events;
@@ -22,7 +23,7 @@ mod sync_start;
 mod uia;
 mod users;
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
 use sqlx::{
@@ -74,6 +75,22 @@ pub struct Storage {
     /// connections may all be waiting for that lock.
     reservations: Option<AnyPool>,
     backend: Backend,
+    batches: Arc<SyncBatches>,
+}
+
+/// The reads that woken syncs share (PostgreSQL; see [`batch`]).
+struct SyncBatches {
+    sync_start: Arc<batch::Batcher<sync_start::SyncStartRequest, SyncStart>>,
+    room_news: Arc<batch::Batcher<sync_news::RoomNewsRequest, RoomNews>>,
+}
+
+impl SyncBatches {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            sync_start: batch::Batcher::new(sync_start::sync_start_batch),
+            room_news: batch::Batcher::new(sync_news::room_news_batch),
+        })
+    }
 }
 
 impl Storage {
@@ -147,7 +164,7 @@ impl Storage {
             .connect_with(options)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        Ok(Self { pool, reservations, backend })
+        Ok(Self { pool, reservations, backend, batches: SyncBatches::new() })
     }
 
     /// Applies the migrations of this backend's dialect that have not run yet.
@@ -170,6 +187,8 @@ impl Storage {
             pool: side.clone(),
             reservations: Some(side.clone()),
             backend: self.backend,
+            // Its own: a batch runs on the pool of the storage that started it.
+            batches: SyncBatches::new(),
         })
     }
 

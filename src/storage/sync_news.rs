@@ -1,16 +1,19 @@
 //! What a woken sync reads once it knows its position: the new events of the user's ongoing rooms
 //! and, for the rooms that have some, the user's unread notification counts. On PostgreSQL this is
-//! one statement: like [`super::SyncStart`] it runs once per delivered message and receiver.
+//! one statement, shared by the syncs that read together (see [`super::batch`]): like
+//! [`super::SyncStart`] it runs once per delivered message and receiver.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, OnceLock},
 };
 
+use futures_util::future::BoxFuture;
+use serde_json::json;
 use sqlx::Row;
 
 use super::{
-    events::{event_column_count, event_column_nulls, event_row, newest_events_of_rooms},
+    events::{event_column_count, event_column_nulls, event_row, newest_events, newest_events_of_rooms, EVENT_COLUMNS},
     push::unread_counts_of_rooms,
     Backend, EventRow, Storage,
 };
@@ -20,6 +23,7 @@ use crate::error::Result;
 pub type UnreadCount = (String, String, i64, i64);
 
 /// The timelines of some rooms and the unread counts of those among them with events in range.
+#[derive(Default)]
 pub struct RoomNews {
     /// Events oldest first, at most `per_room` of each room.
     pub events: Vec<EventRow>,
@@ -49,30 +53,80 @@ impl Storage {
             news.unread_counts = self.unread_push_counts(user_id, &counted).await?;
             return Ok(news);
         }
-        let mut news = RoomNews { events: Vec::new(), unread_counts: Vec::new(), counted_rooms: Vec::new() };
-        let count_column = event_column_count();
-        for chunk in room_ids.chunks(500) {
-            let sql = statement(chunk.len());
-            let mut query = sqlx::query(&sql).bind(after).bind(upto).bind(per_room).bind(user_id);
-            for room in chunk {
-                query = query.bind(*room);
-            }
-            for row in query.fetch_all(&self.pool).await? {
-                if row.get::<Option<i64>, _>(0).is_some() {
-                    news.events.push(event_row(row));
-                } else {
-                    news.unread_counts.push((
-                        row.get(count_column),
-                        row.get(count_column + 1),
-                        row.get(count_column + 2),
-                        row.get(count_column + 3),
-                    ));
+        if room_ids.is_empty() {
+            return Ok(RoomNews::default());
+        }
+        let request = RoomNewsRequest {
+            user_id: user_id.to_owned(),
+            room_ids: room_ids.iter().map(|room| (*room).to_owned()).collect(),
+            after,
+            upto,
+            per_room,
+        };
+        self.batches.room_news.run(self, request).await
+    }
+
+    /// [`Self::room_news`] of several syncs in one statement (PostgreSQL), in their order.
+    async fn rooms_news(&self, requests: &[RoomNewsRequest]) -> Result<Vec<RoomNews>> {
+        let rows = match requests {
+            [r] if r.room_ids.len() <= MAX_ROOMS_ALONE => {
+                let sql = alone_statement(r.room_ids.len());
+                let mut query = sqlx::query(&sql).bind(r.after).bind(r.upto).bind(r.per_room).bind(r.user_id.as_str());
+                for room in &r.room_ids {
+                    query = query.bind(room.as_str());
                 }
+                query.fetch_all(&self.pool).await?
+            }
+            _ => {
+                let parameter: Vec<serde_json::Value> = requests
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        json!({"i": i, "user_id": r.user_id, "rooms": r.room_ids, "after": r.after, "upto": r.upto, "lim": r.per_room})
+                    })
+                    .collect();
+                sqlx::query(batched_statement())
+                    .bind(serde_json::Value::Array(parameter).to_string())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        let mut news: Vec<RoomNews> = requests.iter().map(|_| RoomNews::default()).collect();
+        let count_column = event_column_count();
+        let request_column = count_column + 4;
+        for row in rows {
+            let i: i64 = row.get(request_column);
+            let Some(news) = usize::try_from(i).ok().and_then(|i| news.get_mut(i)) else { continue };
+            if row.get::<Option<i64>, _>(0).is_some() {
+                news.events.push(event_row(row));
+            } else {
+                news.unread_counts.push((
+                    row.get(count_column),
+                    row.get(count_column + 1),
+                    row.get(count_column + 2),
+                    row.get(count_column + 3),
+                ));
             }
         }
-        news.settle();
+        news.iter_mut().for_each(RoomNews::settle);
         Ok(news)
     }
+}
+
+/// One sync's part of a batch of [`Storage::rooms_news`].
+pub(super) struct RoomNewsRequest {
+    user_id: String,
+    room_ids: Vec<String>,
+    after: i64,
+    upto: i64,
+    per_room: i64,
+}
+
+pub(super) fn room_news_batch(
+    storage: Storage,
+    requests: Vec<RoomNewsRequest>,
+) -> BoxFuture<'static, Result<Vec<RoomNews>>> {
+    Box::pin(async move { storage.rooms_news(&requests).await })
 }
 
 impl RoomNews {
@@ -86,24 +140,53 @@ impl RoomNews {
     }
 }
 
-/// The statement of [`Storage::room_news`] for `rooms` rooms, built once per number of rooms (at
-/// most 500): every woken sync runs it, and a sync waiting for a connection holds it.
-fn statement(rooms: usize) -> Arc<str> {
+/// Rooms one sync reads with [`alone_statement`], one bound parameter each; beyond, the batch's
+/// statement carries them in its JSON.
+const MAX_ROOMS_ALONE: usize = 500;
+
+/// The statement of [`Storage::rooms_news`] for one sync in `rooms` rooms (`$1`–`$3` the range
+/// and limit, `$4` the user, then the rooms), built once per number of rooms: one sync is the
+/// common case, and this costs PostgreSQL less than the batch's statement does for one. Rows as
+/// [`batched_statement`]'s, with request index 0.
+fn alone_statement(rooms: usize) -> Arc<str> {
     static STATEMENTS: OnceLock<Mutex<HashMap<usize, Arc<str>>>> = OnceLock::new();
     let mut statements = STATEMENTS.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
     statements
         .entry(rooms)
         .or_insert_with(|| {
-            // Event rows carry NULL count columns, count rows NULL event columns (`stream_ordering`).
             let nulls = event_column_nulls();
             format!(
                 "WITH recent AS ({}), counts AS ({}) \
-                 SELECT recent.*, NULL, NULL, NULL, NULL FROM recent \
-                 UNION ALL SELECT {nulls}, counts.* FROM counts",
+                 SELECT recent.*, NULL, NULL, NULL, NULL, CAST(0 AS BIGINT) FROM recent \
+                 UNION ALL SELECT {nulls}, counts.*, CAST(0 AS BIGINT) FROM counts",
                 newest_events_of_rooms(5, rooms),
                 unread_counts_of_rooms("$4", "SELECT room_id FROM recent"),
             )
             .into()
         })
         .clone()
+}
+
+/// The statement of [`Storage::rooms_news`] for several syncs (`$1` their JSON): each room's
+/// events and each (sync, room)'s counts are read through their indexes one at a time
+/// (`LATERAL`). Event rows carry NULL count columns, count rows NULL event columns
+/// (`stream_ordering`); the request's index comes last.
+fn batched_statement() -> &'static str {
+    static STATEMENT: OnceLock<String> = OnceLock::new();
+    STATEMENT.get_or_init(|| {
+        let nulls = event_column_nulls();
+        format!(
+            "WITH req AS (SELECT * FROM json_to_recordset($1::json) \
+               AS q(i BIGINT, user_id TEXT, rooms JSON, after BIGINT, upto BIGINT, lim BIGINT)), \
+             recent AS (SELECT e.*, req.i, req.user_id AS viewer FROM req \
+               CROSS JOIN LATERAL json_array_elements_text(req.rooms) AS x(room_id) \
+               CROSS JOIN LATERAL ({}) e), \
+             counted AS (SELECT DISTINCT i, viewer, room_id FROM recent), \
+             counts AS (SELECT c.*, counted.i FROM counted CROSS JOIN LATERAL ({}) c) \
+             SELECT {EVENT_COLUMNS}, NULL, NULL, NULL, NULL, i FROM recent \
+             UNION ALL SELECT {nulls}, room_id, thread_id, notifications, highlights, i FROM counts",
+            newest_events("x.room_id", "req.after", "req.upto", "req.lim"),
+            unread_counts_of_rooms("counted.viewer", "counted.room_id"),
+        )
+    })
 }

@@ -18,6 +18,7 @@ crate::backend_tests!(
     each_room_has_its_own_timeline_limit,
     gap_shows_changed_state_and_members,
     invites_and_leaves,
+    syncs_woken_together_get_their_own_news,
 );
 
 async fn initial_and_incremental_shape(backend: Backend) {
@@ -480,5 +481,82 @@ async fn invites_and_leaves(backend: Backend) {
     let after = s.sync(&bob, Some(&token), 300, None).await;
     assert_eq!(after["rooms"]["join"], json!({}));
     assert_eq!(after["rooms"]["leave"], json!({}));
+    s.stop().await;
+}
+
+/// Syncs that wake together share their reads on PostgreSQL (one statement for all of them): each
+/// must still get exactly its own to-device messages, its own unread counts, and every event once.
+async fn syncs_woken_together_get_their_own_news(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    let mut members = Vec::new();
+    for i in 0..16 {
+        let member = s.register_fast(&format!("member{i}")).await;
+        assert_eq!(s.join(&member, &room).await.0, StatusCode::OK);
+        members.push(member);
+    }
+    let next = |sync: &Value| sync["next_batch"].as_str().unwrap().to_owned();
+    let mut tokens = Vec::new();
+    for member in &members {
+        tokens.push(next(&s.sync(member, None, 0, None).await));
+    }
+    let first = s.send_text(&alice, &room, "first").await;
+    // Every other member has read it, so their counts differ.
+    for member in members.iter().step_by(2) {
+        let path = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{}", first.replace('$', "%24"));
+        assert_eq!(s.post(&path, Some(&member.token), json!({})).await.0, StatusCode::OK);
+    }
+    let messages: serde_json::Map<String, Value> =
+        members.iter().enumerate().map(|(i, m)| (m.user_id.clone(), json!({m.device_id.clone(): {"n": i}}))).collect();
+    let path = "/_matrix/client/v3/sendToDevice/m.room_key_request/batch1";
+    assert_eq!(s.put(path, Some(&alice.token), json!({"messages": messages})).await.0, StatusCode::OK);
+
+    let syncs = members.iter().zip(&tokens).map(|(member, token)| s.sync(member, Some(token), 10_000, None));
+    let answers = futures_util::future::join_all(syncs).await;
+    for (i, answer) in answers.iter().enumerate() {
+        let events: Vec<Value> = timeline(answer, &room).iter().map(|e| e["event_id"].clone()).collect();
+        assert_eq!(events, [json!(first)], "member {i}: {answer}");
+        assert_eq!(answer["to_device"]["events"].as_array().map(Vec::len), Some(1), "member {i}: {answer}");
+        assert_eq!(answer["to_device"]["events"][0]["content"]["n"], i, "member {i}: {answer}");
+        let unread = &answer["rooms"]["join"][&room]["unread_notifications"]["notification_count"];
+        assert_eq!(*unread, if i % 2 == 0 { 0 } else { 1 }, "member {i}: {answer}");
+    }
+    let acknowledging: Vec<String> = answers.iter().map(next).collect();
+
+    // All of them waiting when the next message comes: they wake at the same moment. (A sync
+    // woken by something else, such as presence, goes on from its new token.)
+    let until_news = |member: &User, token: String| {
+        let (s, member, room) = (&s, member.clone(), room.as_str());
+        async move {
+            let (mut token, mut to_device) = (token, Vec::new());
+            loop {
+                let answer = s.sync(&member, Some(&token), 30_000, None).await;
+                to_device.extend(answer["to_device"]["events"].as_array().cloned().unwrap_or_default());
+                token = next(&answer);
+                if !timeline(&answer, room).is_empty() {
+                    return (answer, to_device);
+                }
+            }
+        }
+    };
+    let syncs = members.iter().zip(&acknowledging).map(|(member, token)| until_news(member, token.clone()));
+    let send = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.send_text(&alice, &room, "second").await
+    };
+    let (answers, second) = tokio::join!(futures_util::future::join_all(syncs), send);
+    for (i, (answer, to_device)) in answers.iter().enumerate() {
+        let events: Vec<Value> = timeline(answer, &room).iter().map(|e| e["event_id"].clone()).collect();
+        assert_eq!(events, [json!(second)], "member {i}: {answer}");
+        assert!(to_device.is_empty(), "member {i}: acknowledged, yet {to_device:?}");
+        let unread = &answer["rooms"]["join"][&room]["unread_notifications"]["notification_count"];
+        assert_eq!(*unread, if i % 2 == 0 { 1 } else { 2 }, "member {i}: {answer}");
+    }
+    // The acknowledgement deleted each device's message: the old token no longer brings it back.
+    for (i, (member, token)) in members.iter().zip(&tokens).enumerate() {
+        let again = s.sync(member, Some(token), 0, None).await;
+        assert_eq!(again["to_device"]["events"], json!([]), "member {i}: {again}");
+    }
     s.stop().await;
 }
