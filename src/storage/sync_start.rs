@@ -92,8 +92,11 @@ impl Storage {
         for row in rows {
             let (i, kind, a, n, b, c): (Option<i64>, String, String, Option<i64>, Option<String>, Option<String>) =
                 (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
-            let Some(start) = i.and_then(|i| usize::try_from(i).ok()).and_then(|i| starts.get_mut(i)) else {
+            if kind == "p" {
                 positions.add(a, n);
+                continue;
+            }
+            let Some(start) = i.and_then(|i| usize::try_from(i).ok()).and_then(|i| starts.get_mut(i)) else {
                 continue;
             };
             match kind.as_str() {

@@ -5,7 +5,9 @@ use std::{collections::HashMap, time::Duration};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::common::{assert_error, hold_push_evaluation, release_push_evaluation, timeline, Backend, TestServer, User};
+use crate::common::{
+    assert_error, hold_push_evaluation, release_push_evaluation, timeline, urlencode, Backend, TestServer, User,
+};
 
 crate::backend_tests!(
     initial_and_incremental_shape,
@@ -504,7 +506,7 @@ async fn syncs_woken_together_get_their_own_news(backend: Backend) {
     let first = s.send_text(&alice, &room, "first").await;
     // Every other member has read it, so their counts differ.
     for member in members.iter().step_by(2) {
-        let path = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{}", first.replace('$', "%24"));
+        let path = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{}", urlencode(&first));
         assert_eq!(s.post(&path, Some(&member.token), json!({})).await.0, StatusCode::OK);
     }
     let messages: serde_json::Map<String, Value> =
