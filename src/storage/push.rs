@@ -1,5 +1,5 @@
-//! `event_push_actions`, `pushers`, `push_queue` and the `push_evaluated` position: what the push
-//! evaluator records and the gateway sender drains.
+//! `event_push_actions` and their `event_push_totals`, `pushers`, `push_queue` and the `push_evaluated`
+//! position: what the push evaluator records and the gateway sender drains.
 
 use sqlx::{any::AnyRow, Row};
 
@@ -109,23 +109,37 @@ fn pusher_row(r: AnyRow) -> PusherRow {
 }
 
 /// A query of the unread notifications of the user `user` in the rooms `rooms` (both SQL text: a
-/// parameter, and a list of values or a subquery) as rows `(room_id,
-/// thread_id, notifications, highlights)`. A notification stays unread until a read receipt covers
-/// it: the room's unthreaded one ('') or its thread's. Where each receipt points is read once per
-/// room and thread, not once per notification: a user away for long has many.
+/// parameter, and a list of values or a subquery) as rows `(room_id, thread_id, notifications,
+/// highlights)`, for the threads with some. A notification stays unread until a read receipt
+/// covers it: the room's unthreaded one ('') or its thread's. The read ones of a thread are its
+/// oldest (see the migration `0010_push_totals.sql`), so each thread's count is its total less
+/// what came before its oldest unread notification: the cost does not grow with the number
+/// unread, which is what a busy room's silent members have most of. The receipt check covers one
+/// set while its events were being evaluated, whose notifications were recorded unread.
 pub(super) fn unread_counts_of_rooms(user: &str, rooms: &str) -> String {
+    let oldest_unread = |column: &str| {
+        format!(
+            "(SELECT a.{column} FROM event_push_actions a WHERE a.user_id = t.user_id AND a.room_id = t.room_id \
+             AND a.thread_id = t.thread_id AND a.unread = 1 AND a.stream_ordering > t.read_upto \
+             ORDER BY a.stream_ordering LIMIT 1)"
+        )
+    };
     format!(
         "WITH read_upto AS (SELECT r.room_id, r.thread_id, MAX(e.stream_ordering) AS upto \
              FROM receipts r JOIN events e ON e.event_id = r.event_id \
              WHERE r.user_id = {user} AND r.receipt_type IN ('m.read', 'm.read.private') AND r.room_id IN ({rooms}) \
-             GROUP BY r.room_id, r.thread_id) \
-         SELECT a.room_id, a.thread_id, COUNT(*) AS notifications, CAST(SUM(a.highlight) AS BIGINT) AS highlights \
-         FROM event_push_actions a \
-         LEFT JOIN read_upto unthreaded ON unthreaded.room_id = a.room_id AND unthreaded.thread_id = '' \
-         LEFT JOIN read_upto threaded ON threaded.room_id = a.room_id AND threaded.thread_id = a.thread_id \
-         WHERE a.user_id = {user} AND a.unread = 1 AND a.room_id IN ({rooms}) \
-         AND a.stream_ordering > COALESCE(unthreaded.upto, -1) AND a.stream_ordering > COALESCE(threaded.upto, -1) \
-         GROUP BY a.room_id, a.thread_id"
+             GROUP BY r.room_id, r.thread_id), \
+         thread_totals AS (SELECT t.*, CASE WHEN COALESCE(unthreaded.upto, -1) > COALESCE(threaded.upto, -1) \
+               THEN unthreaded.upto ELSE COALESCE(threaded.upto, -1) END AS read_upto \
+             FROM event_push_totals t \
+             LEFT JOIN read_upto unthreaded ON unthreaded.room_id = t.room_id AND unthreaded.thread_id = '' \
+             LEFT JOIN read_upto threaded ON threaded.room_id = t.room_id AND threaded.thread_id = t.thread_id \
+             WHERE t.user_id = {user} AND t.room_id IN ({rooms})), \
+         thread_counts AS (SELECT t.room_id, t.thread_id, t.notifications - {} AS notifications, \
+             t.highlights - {} AS highlights FROM thread_totals t) \
+         SELECT room_id, thread_id, notifications, highlights FROM thread_counts WHERE notifications IS NOT NULL",
+        oldest_unread("notifications_before"),
+        oldest_unread("highlights_before"),
     )
 }
 
@@ -213,8 +227,9 @@ impl Storage {
         Ok(found)
     }
 
-    /// Records one evaluated batch: its actions and queued pushes, and `push_evaluated` moved from
-    /// `from` to `to`. Returns `false`, storing nothing, when another process moved it first.
+    /// Records one evaluated batch: its actions, numbered in their threads, the threads' totals,
+    /// queued pushes, and `push_evaluated` moved from `from` to `to`. Returns `false`, storing
+    /// nothing, when another process moved it first.
     pub async fn record_push_evaluation(
         &self,
         from: i64,
@@ -238,20 +253,40 @@ impl Storage {
         if moved.rows_affected() != 1 {
             return Ok(false);
         }
-        // Bounded statements: SQLite caps the number of bind parameters.
+        // Bounded statements: SQLite caps the number of bind parameters. Each chunk's actions are
+        // numbered after the totals the chunks before it left.
         for chunk in actions.chunks(100) {
-            let values: Vec<String> =
-                (0..chunk.len()).map(|i| format!("({}, 1)", placeholders(i * 8 + 1, 8))).collect();
-            let sql = format!(
-                "INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, thread_id, actions, highlight, ts, unread) \
-                 VALUES {} ON CONFLICT (user_id, stream_ordering) DO NOTHING",
-                values.join(", ")
+            let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 8 + 1, 8))).collect();
+            let values = values.join(", ");
+            let total = |column: &str| {
+                format!(
+                    "COALESCE((SELECT t.{column} FROM event_push_totals t WHERE t.user_id = v.column1 \
+                     AND t.room_id = v.column3 AND t.thread_id = v.column5), 0)"
+                )
+            };
+            let insert = format!(
+                "INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, thread_id, actions, highlight, ts, \
+                 unread, notifications_before, highlights_before) \
+                 SELECT v.*, 1, {} + ROW_NUMBER() OVER w - 1, {} + SUM(v.column7) OVER w - v.column7 \
+                 FROM (VALUES {values}) AS v WHERE true \
+                 WINDOW w AS (PARTITION BY v.column1, v.column3, v.column5 ORDER BY v.column2) \
+                 ON CONFLICT (user_id, stream_ordering) DO NOTHING",
+                total("notifications"),
+                total("highlights"),
             );
-            let mut query = sqlx::query(&sql);
-            for a in chunk {
-                query = bind_action(query, a);
+            let count = format!(
+                "INSERT INTO event_push_totals (user_id, room_id, thread_id, notifications, highlights) \
+                 SELECT column1, column3, column5, COUNT(*), SUM(column7) FROM (VALUES {values}) WHERE true \
+                 GROUP BY column1, column3, column5 ON CONFLICT (user_id, room_id, thread_id) DO UPDATE \
+                 SET notifications = notifications + excluded.notifications, highlights = highlights + excluded.highlights"
+            );
+            for sql in [insert, count] {
+                let mut query = sqlx::query(&sql);
+                for a in chunk {
+                    query = bind_action(query, a);
+                }
+                query.execute(&mut *tx).await?;
             }
-            query.execute(&mut *tx).await?;
         }
         for chunk in pushes.chunks(100) {
             let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 5 + 1, 5))).collect();
@@ -291,9 +326,10 @@ impl Storage {
     /// travel as three JSON parameters, so the statement's text is the same for every batch and is
     /// parsed and planned once per connection. The statement's parts all see the rows as they were
     /// before it, so an action the batch itself reads (its user sends later in the batch) is
-    /// inserted read. The sender's reads go through the unread index one (user, room) at a time
-    /// and are updated by row address: a join would let the planner, which cannot know how many
-    /// senders the JSON holds, hash every unread row of the server.
+    /// inserted read, and each action is numbered after the totals as they were. The sender's
+    /// reads go through the unread index one (user, room) at a time and are updated by row
+    /// address: a join would let the planner, which cannot know how many senders the JSON holds,
+    /// hash every unread row of the server. The totals are read the same way (`LATERAL`).
     async fn record_push_evaluation_at_once(
         &self,
         from: i64,
@@ -319,13 +355,26 @@ impl Storage {
             "WITH flags AS (SELECT set_config('synchronous_commit', 'off', true)), \
              moved AS (UPDATE stream_counters SET position = $1 WHERE stream = 'push_evaluated' AND position = $2 \
                RETURNING 1), \
-             actions AS (INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, thread_id, \
-               actions, highlight, ts, unread) \
-               SELECT v.user_id, v.stream_ordering, v.room_id, v.event_id, v.thread_id, v.actions, \
-               CAST(v.highlight AS INTEGER), v.ts, CAST(v.unread AS INTEGER) \
+             numbered AS (SELECT v.*, CAST(v.highlight AS INTEGER) AS highlighted, \
+               COALESCE(t.notifications, 0) + ROW_NUMBER() OVER w - 1 AS notifications_before, \
+               COALESCE(t.highlights, 0) + SUM(CAST(v.highlight AS INTEGER)) OVER w - CAST(v.highlight AS INTEGER) \
+               AS highlights_before \
                FROM json_to_recordset($3::json) AS v(user_id TEXT, stream_ordering BIGINT, room_id TEXT, \
                event_id TEXT, thread_id TEXT, actions TEXT, highlight BOOLEAN, ts BIGINT, unread BOOLEAN) \
-               WHERE EXISTS (SELECT 1 FROM moved) ON CONFLICT (user_id, stream_ordering) DO NOTHING), \
+               LEFT JOIN LATERAL (SELECT notifications, highlights FROM event_push_totals t WHERE t.user_id = v.user_id \
+                 AND t.room_id = v.room_id AND t.thread_id = v.thread_id) t ON true \
+               WINDOW w AS (PARTITION BY v.user_id, v.room_id, v.thread_id ORDER BY v.stream_ordering)), \
+             actions AS (INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, thread_id, \
+               actions, highlight, ts, unread, notifications_before, highlights_before) \
+               SELECT user_id, stream_ordering, room_id, event_id, thread_id, actions, highlighted, ts, \
+               CAST(unread AS INTEGER), notifications_before, highlights_before FROM numbered \
+               WHERE EXISTS (SELECT 1 FROM moved) ON CONFLICT (user_id, stream_ordering) DO NOTHING \
+               RETURNING user_id, room_id, thread_id, notifications_before, highlights_before + highlight AS highlights), \
+             totals AS (INSERT INTO event_push_totals (user_id, room_id, thread_id, notifications, highlights) \
+               SELECT user_id, room_id, thread_id, MAX(notifications_before) + 1, MAX(highlights) FROM actions \
+               GROUP BY user_id, room_id, thread_id \
+               ON CONFLICT (user_id, room_id, thread_id) DO UPDATE \
+               SET notifications = excluded.notifications, highlights = excluded.highlights), \
              pushes AS (INSERT INTO push_queue (user_id, app_id, pushkey, notification, next_attempt_ts) \
                SELECT p.*, $5 FROM json_to_recordset($4::json) AS p(user_id TEXT, app_id TEXT, pushkey TEXT, \
                notification TEXT) \
@@ -368,10 +417,11 @@ impl Storage {
 
     /// The user's unread notifications in all rooms: the badge of their apps.
     pub async fn total_unread_push_count(&self, user_id: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM event_push_actions WHERE user_id = $1 AND unread = 1")
-            .bind(user_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let sql = format!(
+            "SELECT CAST(COALESCE(SUM(notifications), 0) AS BIGINT) FROM ({}) counts",
+            unread_counts_of_rooms("$1", "SELECT room_id FROM event_push_totals WHERE user_id = $1")
+        );
+        let row = sqlx::query(&sql).bind(user_id).fetch_one(&self.pool).await?;
         Ok(row.get(0))
     }
 

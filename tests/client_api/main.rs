@@ -16,6 +16,7 @@ mod presence;
 mod processes;
 mod profile;
 mod push;
+mod push_counts;
 mod register;
 mod relations;
 mod room_auth;

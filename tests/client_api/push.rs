@@ -31,13 +31,13 @@ crate::backend_tests!(
 
 /// A push gateway (Push Gateway API) that records what it receives and rejects what it is told to.
 #[derive(Clone, Default)]
-struct Gateway {
+pub(crate) struct Gateway {
     received: Arc<Mutex<Vec<Value>>>,
     reject: Arc<Mutex<Vec<String>>>,
 }
 
 impl Gateway {
-    async fn start() -> (Self, String) {
+    pub(crate) async fn start() -> (Self, String) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/_matrix/push/v1/notify", listener.local_addr().unwrap());
         let gateway = Self::default();
@@ -65,7 +65,7 @@ impl Gateway {
     }
 
     /// Waits until a received notification satisfies `wanted`, and returns it.
-    async fn wait_for(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_for(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
         for _ in 0..1000 {
             if let Some(found) = self.received().into_iter().find(|n| wanted(n)) {
                 return found;
@@ -76,7 +76,13 @@ impl Gateway {
     }
 }
 
-async fn add_pusher(s: &TestServer, user: &User, pushkey: &str, url: &str, extra: Value) -> (StatusCode, Value) {
+pub(crate) async fn add_pusher(
+    s: &TestServer,
+    user: &User,
+    pushkey: &str,
+    url: &str,
+    extra: Value,
+) -> (StatusCode, Value) {
     let mut data = json!({"url": url});
     if let Some(extra) = extra.as_object() {
         for (k, v) in extra {
@@ -102,7 +108,7 @@ async fn pushers(s: &TestServer, user: &User) -> Vec<Value> {
 }
 
 /// Long-polls as `user` until `room_id` shows `event_id`; returns that response.
-async fn sync_until_event(s: &TestServer, user: &User, since: &str, room_id: &str, event_id: &str) -> Value {
+pub(crate) async fn sync_until_event(s: &TestServer, user: &User, since: &str, room_id: &str, event_id: &str) -> Value {
     let mut since = since.to_owned();
     for _ in 0..50 {
         let sync = s.sync(user, Some(&since), 5_000, None).await;
@@ -114,12 +120,12 @@ async fn sync_until_event(s: &TestServer, user: &User, since: &str, room_id: &st
     panic!("{event_id} never reached {}", user.user_id);
 }
 
-fn counts(sync: &Value, room_id: &str) -> (i64, i64) {
+pub(crate) fn counts(sync: &Value, room_id: &str) -> (i64, i64) {
     let counts = &sync["rooms"]["join"][room_id]["unread_notifications"];
     (counts["notification_count"].as_i64().unwrap(), counts["highlight_count"].as_i64().unwrap())
 }
 
-async fn receipt(s: &TestServer, user: &User, room_id: &str, event_id: &str, thread: Option<&str>) {
+pub(crate) async fn receipt(s: &TestServer, user: &User, room_id: &str, event_id: &str, thread: Option<&str>) {
     let body = thread.map_or_else(|| json!({}), |t| json!({"thread_id": t}));
     let path = format!("/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{}", urlencode(event_id));
     let (status, body) = s.post(&path, Some(&user.token), body).await;

@@ -1,0 +1,137 @@
+//! Unread notification counts as receipts, threads and the user's own messages read parts of a
+//! room, and across the migration that numbered the notifications recorded before it.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::{
+    common::{hold_push_evaluation, release_push_evaluation, Backend, TestServer, User},
+    push::{add_pusher, counts, receipt, sync_until_event, Gateway},
+};
+
+crate::backend_tests!(partial_reads_count_what_follows, counts_survive_the_numbering_migration);
+
+/// Sends `content` as an m.room.message with transaction ID `txn`; returns its event ID.
+async fn send(s: &TestServer, user: &User, room_id: &str, txn: &str, content: Value) -> String {
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
+    let (status, sent) = s.put(&path, Some(&user.token), content).await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    sent["event_id"].as_str().unwrap().to_owned()
+}
+
+async fn mention(s: &TestServer, user: &User, room_id: &str, txn: &str, whom: &User) -> String {
+    let content = json!({"msgtype": "m.text", "body": "look", "m.mentions": {"user_ids": [whom.user_id]}});
+    send(s, user, room_id, txn, content).await
+}
+
+async fn reply(s: &TestServer, user: &User, room_id: &str, txn: &str, root: &str) -> String {
+    let content = json!({"msgtype": "m.text", "body": "in the thread",
+        "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
+    send(s, user, room_id, txn, content).await
+}
+
+/// Bob's counts in a fresh sync with per-thread counts: ((main notifications, main highlights),
+/// notifications of `root`'s thread, 0 when absent).
+async fn thread_counts(s: &TestServer, bob: &User, room_id: &str, root: &str) -> ((i64, i64), i64) {
+    let per_thread = json!({"room": {"timeline": {"unread_thread_notifications": true}}});
+    let sync = s.sync(bob, None, 0, Some(&per_thread)).await;
+    let thread =
+        sync["rooms"]["join"][room_id]["unread_thread_notifications"][root]["notification_count"].as_i64().unwrap_or(0);
+    (counts(&sync, room_id), thread)
+}
+
+/// A room where alice gives bob seven notifications: `root`, `one`, `mention1` (a highlight),
+/// `reply1` (in root's thread), `two`, `mention2`, `reply2`, their event IDs in that order, as the
+/// room's ID and the position of a sync before them.
+async fn busy_room(s: &TestServer, alice: &User, bob: &User) -> (String, Vec<String>, String) {
+    let room = s.create_room(alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(s.join(bob, &room).await.0, StatusCode::OK);
+    let since = s.sync(bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    let text = |body: &str| json!({"msgtype": "m.text", "body": body});
+    let root = send(s, alice, &room, "root", text("root")).await;
+    let mut sent = vec![root.clone()];
+    sent.push(send(s, alice, &room, "one", text("one")).await);
+    sent.push(mention(s, alice, &room, "mention1", bob).await);
+    sent.push(reply(s, alice, &room, "reply1", &root).await);
+    sent.push(send(s, alice, &room, "two", text("two")).await);
+    sent.push(mention(s, alice, &room, "mention2", bob).await);
+    sent.push(reply(s, alice, &room, "reply2", &root).await);
+    (room, sent, since)
+}
+
+/// Each way of reading covers the oldest notifications of a thread, or of all threads; what is
+/// counted is what follows. With per-thread counts, the room's own counts are its main timeline's.
+async fn partial_reads_count_what_follows(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (gateway, url) = Gateway::start().await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    assert_eq!(add_pusher(&s, &bob, "bob-phone", &url, json!({})).await.0, StatusCode::OK);
+    // Evaluated together: a batch numbers its own notifications in order.
+    hold_push_evaluation(&s).await;
+    let (room, sent, since) = busy_room(&s, &alice, &bob).await;
+    release_push_evaluation(&s).await;
+    sync_until_event(&s, &bob, &since, &room, &sent[6]).await;
+    let root = &sent[0];
+    assert_eq!(thread_counts(&s, &bob, &room, root).await, ((5, 2), 2));
+
+    // An unthreaded receipt at mention1 reads root, one and mention1, and no reply.
+    receipt(&s, &bob, &room, &sent[2], None).await;
+    assert_eq!(thread_counts(&s, &bob, &room, root).await, ((2, 1), 2));
+    // A threaded receipt at reply1 reads it alone.
+    receipt(&s, &bob, &room, &sent[3], Some(root)).await;
+    assert_eq!(thread_counts(&s, &bob, &room, root).await, ((2, 1), 1));
+    // Bob's own message reads everything before it, in every thread.
+    send(&s, &bob, &room, "bob", json!({"msgtype": "m.text", "body": "caught up"})).await;
+    assert_eq!(thread_counts(&s, &bob, &room, root).await, ((0, 0), 0));
+
+    // What comes after is counted from there, and the apps' badge agrees.
+    mention(&s, &alice, &room, "mention3", &bob).await;
+    let last = reply(&s, &alice, &room, "reply3", root).await;
+    let push = gateway.wait_for("the last reply", |n| n["event_id"] == last.as_str()).await;
+    assert_eq!(push["counts"]["unread"], 2, "{push}");
+    assert_eq!(thread_counts(&s, &bob, &room, root).await, ((1, 1), 1));
+    s.stop().await;
+}
+
+/// A database whose notifications were recorded before they were numbered (migration 10) counts
+/// them the same once it has run, and numbers new ones after them.
+async fn counts_survive_the_numbering_migration(backend: Backend) {
+    let mut s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let (room, sent, since) = busy_room(&s, &alice, &bob).await;
+    sync_until_event(&s, &bob, &since, &room, &sent[6]).await;
+    let root = &sent[0];
+    // Read: root and one (unthreaded), reply1 (threaded).
+    receipt(&s, &bob, &room, &sent[1], None).await;
+    receipt(&s, &bob, &room, &sent[3], Some(root)).await;
+    let counted = thread_counts(&s, &bob, &room, root).await;
+    assert_eq!(counted, ((3, 2), 1));
+
+    // The database as migration 9 left it, with these notifications in it.
+    s.running.take().unwrap().shutdown().await;
+    let pool = s.db.pool().await;
+    for statement in [
+        "DROP INDEX event_push_actions_unread",
+        "CREATE INDEX event_push_actions_unread ON event_push_actions (user_id, room_id, stream_ordering) WHERE unread = 1",
+        "ALTER TABLE event_push_actions DROP COLUMN notifications_before",
+        "ALTER TABLE event_push_actions DROP COLUMN highlights_before",
+        "DROP TABLE event_push_totals",
+        "DELETE FROM _sqlx_migrations WHERE version = 10",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let s = s.restart(|_| {}).await;
+    assert_eq!(thread_counts(&s, &bob, &room, root).await, counted);
+    let since = s.sync(&bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    let third = reply(&s, &alice, &room, "reply3", root).await;
+    sync_until_event(&s, &bob, &since, &room, &third).await;
+    assert_eq!(thread_counts(&s, &bob, &room, root).await, ((3, 2), 2));
+    // An unthreaded receipt at reply2 reads all but reply3.
+    receipt(&s, &bob, &room, &sent[6], None).await;
+    assert_eq!(thread_counts(&s, &bob, &room, root).await, ((0, 0), 1));
+    s.stop().await;
+}
