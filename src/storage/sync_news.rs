@@ -94,18 +94,27 @@ impl Storage {
         let mut news: Vec<RoomNews> = requests.iter().map(|_| RoomNews::default()).collect();
         let count_column = event_column_count();
         let request_column = count_column + 4;
+        // (request, position) of the events sent once for several syncs.
+        let mut copies = Vec::new();
         for row in rows {
             let i: i64 = row.get(request_column);
-            let Some(news) = usize::try_from(i).ok().and_then(|i| news.get_mut(i)) else { continue };
-            if row.get::<Option<i64>, _>(0).is_some() {
-                news.events.push(event_row(row));
-            } else {
-                news.unread_counts.push((
+            let Some(i) = usize::try_from(i).ok().filter(|i| *i < news.len()) else { continue };
+            match (row.get::<Option<i64>, _>(0), row.get::<Option<String>, _>(1)) {
+                (Some(_), Some(_)) => news[i].events.push(event_row(row)),
+                (Some(position), None) => copies.push((i, position)),
+                (None, _) => news[i].unread_counts.push((
                     row.get(count_column),
                     row.get(count_column + 1),
                     row.get(count_column + 2),
                     row.get(count_column + 3),
-                ));
+                )),
+            }
+        }
+        if !copies.is_empty() {
+            let sent: HashMap<i64, EventRow> =
+                news.iter().flat_map(|n| &n.events).map(|e| (e.stream_ordering, e.clone())).collect();
+            for (i, position) in copies {
+                news[i].events.extend(sent.get(&position).cloned());
             }
         }
         news.iter_mut().for_each(RoomNews::settle);
@@ -170,7 +179,10 @@ fn alone_statement(rooms: usize) -> Arc<str> {
 /// The statement of [`Storage::rooms_news`] for several syncs (`$1` their JSON): each room's
 /// events and each (sync, room)'s counts are read through their indexes one at a time
 /// (`LATERAL`). Event rows carry NULL count columns, count rows NULL event columns
-/// (`stream_ordering`); the request's index comes last.
+/// (`stream_ordering`); the request's index comes last (the branches in this order: PostgreSQL types
+/// a UNION's columns from left to right, and two NULLs make text). Syncs woken by the same message read the
+/// same events: each is sent once, and to the other syncs as its position alone (NULL
+/// `event_id`), which [`Storage::rooms_news`] fills in.
 fn batched_statement() -> &'static str {
     static STATEMENT: OnceLock<String> = OnceLock::new();
     STATEMENT.get_or_init(|| {
@@ -178,15 +190,18 @@ fn batched_statement() -> &'static str {
         format!(
             "WITH req AS (SELECT * FROM json_to_recordset($1::json) \
                AS q(i BIGINT, user_id TEXT, rooms JSON, after BIGINT, upto BIGINT, lim BIGINT)), \
-             recent AS (SELECT e.*, req.i, req.user_id AS viewer FROM req \
+             recent AS (SELECT e.*, req.i, req.user_id AS viewer, \
+               ROW_NUMBER() OVER (PARTITION BY e.stream_ordering ORDER BY req.i) AS copy FROM req \
                CROSS JOIN LATERAL json_array_elements_text(req.rooms) AS x(room_id) \
                CROSS JOIN LATERAL ({}) e), \
              counted AS (SELECT DISTINCT i, viewer, room_id FROM recent), \
              counts AS (SELECT c.*, counted.i FROM counted CROSS JOIN LATERAL ({}) c) \
-             SELECT {EVENT_COLUMNS}, NULL, NULL, NULL, NULL, i FROM recent \
-             UNION ALL SELECT {nulls}, room_id, thread_id, notifications, highlights, i FROM counts",
+             SELECT {EVENT_COLUMNS}, NULL, NULL, NULL, NULL, i FROM recent WHERE copy = 1 \
+             UNION ALL SELECT {nulls}, room_id, thread_id, notifications, highlights, i FROM counts \
+             UNION ALL SELECT stream_ordering, {}, NULL, NULL, NULL, NULL, i FROM recent WHERE copy > 1",
             newest_events("x.room_id", "req.after", "req.upto", "req.lim"),
             unread_counts_of_rooms("counted.viewer", "counted.room_id"),
+            vec!["NULL"; event_column_count() - 1].join(", "),
         )
     })
 }
