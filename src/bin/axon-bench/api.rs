@@ -39,6 +39,8 @@ pub struct Api {
     pub base: String,
     /// Makes user names unique per run, so that a server can be reused.
     pub run: String,
+    /// Appended to every message body after a space (`--body-bytes`).
+    pub padding: String,
 }
 
 #[derive(Clone)]
@@ -48,11 +50,12 @@ pub struct User {
 }
 
 impl Api {
-    pub fn new(base: &str, run: &str) -> Self {
+    pub fn new(base: &str, run: &str, body_bytes: usize) -> Self {
         Self {
             http: reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap_or_default(),
             base: base.trim_end_matches('/').to_owned(),
             run: run.to_owned(),
+            padding: "x".repeat(body_bytes),
         }
     }
 
@@ -120,8 +123,9 @@ impl Api {
 
     pub async fn send(&self, user: &User, room: &str, txn: &str, text: &str) -> Result<String> {
         let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+        let body = if self.padding.is_empty() { text.to_owned() } else { format!("{text} {}", self.padding) };
         let response = self
-            .call(reqwest::Method::PUT, &path, Some(&user.token), Some(json!({"msgtype": "m.text", "body": text})))
+            .call(reqwest::Method::PUT, &path, Some(&user.token), Some(json!({"msgtype": "m.text", "body": body})))
             .await?;
         Ok(response["event_id"].as_str().ok_or("no event_id")?.to_owned())
     }
@@ -147,9 +151,7 @@ impl Api {
             );
             let page = self.call(reqwest::Method::GET, &path, Some(&user.token), None).await?;
             let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
-            ids.extend(
-                chunk.iter().filter_map(|e| e["content"]["body"].as_str()?.strip_prefix("bench:").map(str::to_owned)),
-            );
+            ids.extend(chunk.iter().filter_map(|e| bench_id(e["content"]["body"].as_str()?).map(str::to_owned)));
             match page["end"].as_str() {
                 Some(end) if !chunk.is_empty() => from = end.to_owned(),
                 _ => return Ok(ids),
@@ -196,13 +198,19 @@ pub fn urlencode(s: &str) -> String {
     s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
+/// The `<id>` of a body `bench:<id>`, or `bench:<id> <padding>`.
+pub fn bench_id(body: &str) -> Option<&str> {
+    let id = body.strip_prefix("bench:")?;
+    Some(id.split_once(' ').map_or(id, |(id, _)| id))
+}
+
 /// Message bodies carry `bench:<id>`; every receiver reports what it saw in a sync response.
 pub fn bench_ids(sync: &Value) -> Vec<String> {
     let mut found = Vec::new();
     if let Some(rooms) = sync["rooms"]["join"].as_object() {
         for data in rooms.values() {
             for event in data["timeline"]["events"].as_array().into_iter().flatten() {
-                if let Some(id) = event["content"]["body"].as_str().and_then(|b| b.strip_prefix("bench:")) {
+                if let Some(id) = event["content"]["body"].as_str().and_then(bench_id) {
                     found.push(id.to_owned());
                 }
             }

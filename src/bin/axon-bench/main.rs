@@ -64,6 +64,10 @@ pub struct Args {
     /// idle-connections: which kind of connection to measure.
     #[arg(long, value_enum, default_value = "both")]
     idle_transport: idle::IdleTransport,
+    /// Bytes of filler added to every message body (bodies are otherwise a few bytes): the cost
+    /// of long messages. Spec and Axon cap a body below 100,000 characters.
+    #[arg(long, default_value_t = 0)]
+    body_bytes: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -133,13 +137,20 @@ async fn main() -> std::process::ExitCode {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
             % 0xffffff
     );
-    let api = Api::new(&args.base_url, &run);
+    let api = Api::new(&args.base_url, &run, args.body_bytes);
     let result = match args.workload {
         Workload::DmLatency => latency::dm_latency(&api, &api, &args, Transport::LongPoll, "dm-latency").await,
         Workload::WsLatency => latency::dm_latency(&api, &api, &args, Transport::WebSocket, "ws-latency").await,
         Workload::TwoProcess => match &args.receiver_base_url {
             Some(url) => {
-                latency::dm_latency(&api, &Api::new(url, &run), &args, Transport::LongPoll, "two-process").await
+                latency::dm_latency(
+                    &api,
+                    &Api::new(url, &run, args.body_bytes),
+                    &args,
+                    Transport::LongPoll,
+                    "two-process",
+                )
+                .await
             }
             None => Err("two-process needs --receiver-base-url (the second process)".into()),
         },

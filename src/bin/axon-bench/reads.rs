@@ -5,7 +5,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::{
-    api::{urlencode, Api, Result},
+    api::{bench_id, urlencode, Api, Result},
     Args, Figures,
 };
 
@@ -56,7 +56,7 @@ pub async fn history(api: &Api, args: &Args) -> Result<Figures> {
         let page = api.call(reqwest::Method::GET, &path, Some(&user.token), None).await?;
         pages.push(t.elapsed().as_secs_f64() * 1000.0);
         for event in page["chunk"].as_array().into_iter().flatten() {
-            if let Some(id) = event["content"]["body"].as_str().and_then(|b| b.strip_prefix("bench:")) {
+            if let Some(id) = event["content"]["body"].as_str().and_then(bench_id) {
                 seen.push(id.parse::<usize>().unwrap_or(usize::MAX));
             }
             reached_create |= event["type"] == "m.room.create";
