@@ -125,16 +125,11 @@ pub(super) fn unread_counts_of_rooms(user: &str, rooms: &str) -> String {
         )
     };
     format!(
-        "WITH read_upto AS (SELECT r.room_id, r.thread_id, MAX(e.stream_ordering) AS upto \
-             FROM receipts r JOIN events e ON e.event_id = r.event_id \
-             WHERE r.user_id = {user} AND r.receipt_type IN ('m.read', 'm.read.private') AND r.room_id IN ({rooms}) \
-             GROUP BY r.room_id, r.thread_id), \
-         thread_totals AS (SELECT t.*, CASE WHEN COALESCE(unthreaded.upto, -1) > COALESCE(threaded.upto, -1) \
-               THEN unthreaded.upto ELSE COALESCE(threaded.upto, -1) END AS read_upto \
-             FROM event_push_totals t \
-             LEFT JOIN read_upto unthreaded ON unthreaded.room_id = t.room_id AND unthreaded.thread_id = '' \
-             LEFT JOIN read_upto threaded ON threaded.room_id = t.room_id AND threaded.thread_id = t.thread_id \
-             WHERE t.user_id = {user} AND t.room_id IN ({rooms})), \
+        "WITH thread_totals AS MATERIALIZED (SELECT t.*, COALESCE((SELECT MAX(e.stream_ordering) \
+               FROM receipts r JOIN events e ON e.event_id = r.event_id \
+               WHERE r.user_id = t.user_id AND r.room_id = t.room_id AND r.receipt_type IN ('m.read', 'm.read.private') \
+               AND r.thread_id IN ('', t.thread_id)), -1) AS read_upto \
+             FROM event_push_totals t WHERE t.user_id = {user} AND t.room_id IN ({rooms})), \
          thread_counts AS (SELECT t.room_id, t.thread_id, t.notifications - {} AS notifications, \
              t.highlights - {} AS highlights FROM thread_totals t) \
          SELECT room_id, thread_id, notifications, highlights FROM thread_counts WHERE notifications IS NOT NULL",
