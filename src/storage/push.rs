@@ -124,6 +124,7 @@ pub(super) fn unread_counts_of_rooms(user: &str, rooms: &str) -> String {
              ORDER BY a.stream_ordering LIMIT 1)"
         )
     };
+    // Materialized: each reference to `read_upto` would otherwise run its receipts subquery again.
     format!(
         "WITH thread_totals AS MATERIALIZED (SELECT t.*, COALESCE((SELECT MAX(e.stream_ordering) \
                FROM receipts r JOIN events e ON e.event_id = r.event_id \
@@ -269,13 +270,13 @@ impl Storage {
                 total("notifications"),
                 total("highlights"),
             );
-            let count = format!(
+            let totals = format!(
                 "INSERT INTO event_push_totals (user_id, room_id, thread_id, notifications, highlights) \
                  SELECT column1, column3, column5, COUNT(*), SUM(column7) FROM (VALUES {values}) WHERE true \
                  GROUP BY column1, column3, column5 ON CONFLICT (user_id, room_id, thread_id) DO UPDATE \
                  SET notifications = notifications + excluded.notifications, highlights = highlights + excluded.highlights"
             );
-            for sql in [insert, count] {
+            for sql in [insert, totals] {
                 let mut query = sqlx::query(&sql);
                 for a in chunk {
                     query = bind_action(query, a);

@@ -179,10 +179,10 @@ fn alone_statement(rooms: usize) -> Arc<str> {
 /// The statement of [`Storage::rooms_news`] for several syncs (`$1` their JSON): each room's
 /// events and each (sync, room)'s counts are read through their indexes one at a time
 /// (`LATERAL`). Event rows carry NULL count columns, count rows NULL event columns
-/// (`stream_ordering`); the request's index comes last (the branches in this order: PostgreSQL types
-/// a UNION's columns from left to right, and two NULLs make text). Syncs woken by the same message read the
+/// (`stream_ordering`); the request's index comes last. Syncs woken by the same message read the
 /// same events: each is sent once, and to the other syncs as its position alone (NULL
-/// `event_id`), which [`Storage::rooms_news`] fills in.
+/// `event_id`), which [`Storage::rooms_news`] fills in. Those rows come last: PostgreSQL types a
+/// UNION's columns from left to right, and two NULLs make text.
 fn batched_statement() -> &'static str {
     static STATEMENT: OnceLock<String> = OnceLock::new();
     STATEMENT.get_or_init(|| {
