@@ -1,9 +1,10 @@
-//! Reads that many syncs make at the same moment, made as one statement. A message to a room of
-//! 100 members wakes 100 syncs, and each would run the same two statements for its own user: on
-//! PostgreSQL every statement pays a round trip and the executor's start-up (locks, plan nodes)
-//! whatever the few rows it reads. A request that finds fewer than [`IN_FLIGHT`] batches running
-//! starts one at once, so a lone sync waits for nothing; the others queue and go together in the
-//! next batch, which starts as soon as a running one ends.
+//! Statements that many requests make at the same moment, made as one. A message to a room of
+//! 100 members wakes 100 syncs, and each would run the same two statements for its own user; 32
+//! senders in 32 rooms would each store their message with a statement and a commit of their own.
+//! On PostgreSQL every statement pays a round trip and the executor's start-up (locks, plan nodes)
+//! whatever the few rows it touches, and every commit its WAL flush. A request that finds fewer
+//! than [`IN_FLIGHT`] batches running starts one at once, so a lone request waits for nothing; the
+//! others queue and go together in the next batch, which starts as soon as a running one ends.
 
 use std::sync::{Arc, Mutex};
 
@@ -57,7 +58,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
             // other requests of its batch with it.
             tokio::spawn(Arc::clone(self).lead(storage.clone(), batch));
         }
-        answer.await.map_err(|_| Error::internal("a batched read ended without an answer"))?
+        answer.await.map_err(|_| Error::internal("a batched statement ended without an answer"))?
     }
 
     /// Runs batches until no request waits.
@@ -74,8 +75,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                 }
                 Ok(_) => {
                     for reply in replies {
-                        let _ =
-                            reply.send(Err(Error::internal("a batched read answered the wrong number of requests")));
+                        let _ = reply
+                            .send(Err(Error::internal("a batched statement answered the wrong number of requests")));
                     }
                 }
                 Err(e) if count == 1 => {
@@ -130,7 +131,7 @@ impl<Req, Resp> Drop for Running<'_, Req, Resp> {
         queue.running -= 1;
         if queue.running == 0 {
             for (_, reply) in queue.waiting.drain(..) {
-                let _ = reply.send(Err(Error::internal("a batched read failed")));
+                let _ = reply.send(Err(Error::internal("a batched statement failed")));
             }
         }
     }

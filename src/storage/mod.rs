@@ -75,20 +75,24 @@ pub struct Storage {
     /// connections may all be waiting for that lock.
     reservations: Option<AnyPool>,
     backend: Backend,
-    batches: Arc<SyncBatches>,
+    batches: Arc<Batches>,
 }
 
-/// The reads that woken syncs share (PostgreSQL; see [`batch`]).
-struct SyncBatches {
+/// The reads that woken syncs share, and the writes of concurrent senders (PostgreSQL; see [`batch`]).
+struct Batches {
     sync_start: Arc<batch::Batcher<sync_start::SyncStartRequest, SyncStart>>,
     room_news: Arc<batch::Batcher<sync_news::RoomNewsRequest, RoomNews>>,
+    messages: Arc<batch::Batcher<room_write::HeadInsert, crate::error::Result<Option<i64>>>>,
+    positions: Arc<batch::Batcher<i64, i64>>,
 }
 
-impl SyncBatches {
+impl Batches {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             sync_start: batch::Batcher::new(sync_start::sync_start_batch),
             room_news: batch::Batcher::new(sync_news::room_news_batch),
+            messages: batch::Batcher::new(room_write::insert_messages_batch),
+            positions: batch::Batcher::new(room_write::reserve_positions_batch),
         })
     }
 }
@@ -164,7 +168,7 @@ impl Storage {
             .connect_with(options)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        Ok(Self { pool, reservations, backend, batches: SyncBatches::new() })
+        Ok(Self { pool, reservations, backend, batches: Batches::new() })
     }
 
     /// Applies the migrations of this backend's dialect that have not run yet.
@@ -188,7 +192,7 @@ impl Storage {
             reservations: Some(side.clone()),
             backend: self.backend,
             // Its own: a batch runs on the pool of the storage that started it.
-            batches: SyncBatches::new(),
+            batches: Batches::new(),
         })
     }
 

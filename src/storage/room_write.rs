@@ -2,6 +2,10 @@
 //! with the event's edges, state, membership and client transaction; and, on PostgreSQL, the
 //! reservation of event positions that lets several processes write while readers see no gaps.
 
+use std::sync::OnceLock;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
 use super::{
@@ -120,6 +124,220 @@ async fn insert_event_at_head<'c>(
     Ok(query.fetch_optional(executor).await?.map(|r| r.get(0)))
 }
 
+/// A message for [`insert_messages_batch`], owned so that it can wait in a batch: what
+/// [`insert_event_at_head`] takes, and the object [`insert_events_at_head`] reads for each event.
+#[derive(Serialize)]
+pub(super) struct HeadInsert {
+    position: i64,
+    event_id: String,
+    room_id: String,
+    depth: i64,
+    event_type: String,
+    state_key: Option<String>,
+    sender: String,
+    origin_server_ts: i64,
+    state_snapshot: i64,
+    pdu: String,
+    replaces_state: Option<String>,
+    relates_to: Option<String>,
+    rel_type: Option<String>,
+    bundled: bool,
+    search_text: Option<String>,
+    expected_head: i64,
+    user_id: Option<String>,
+    device_id: Option<String>,
+    txn_id: Option<String>,
+    prev: Vec<String>,
+    auth: Vec<String>,
+}
+
+impl HeadInsert {
+    pub(super) fn of(expected_head: i64, e: &NewEvent<'_>, links: &EventLinks<'_>) -> Result<Self> {
+        let position =
+            e.stream_ordering.ok_or_else(|| Error::internal("a PostgreSQL event needs a reserved position"))?;
+        let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        Ok(Self {
+            position,
+            event_id: e.event_id.to_owned(),
+            room_id: e.room_id.to_owned(),
+            depth: e.depth,
+            event_type: e.event_type.to_owned(),
+            state_key: e.state_key.map(str::to_owned),
+            sender: e.sender.to_owned(),
+            origin_server_ts: e.origin_server_ts,
+            state_snapshot: e.state_snapshot,
+            pdu: e.pdu.to_owned(),
+            replaces_state: e.replaces_state.map(str::to_owned),
+            relates_to: e.relation.map(|r| r.parent.to_owned()),
+            rel_type: e.relation.map(|r| r.rel_type.to_owned()),
+            bundled: e.relation.is_some_and(|r| r.bundled),
+            search_text: e.search_text.map(str::to_owned),
+            expected_head,
+            user_id: links.transaction.map(|(user, _, _)| user.to_owned()),
+            device_id: links.transaction.map(|(_, device, _)| device.to_owned()),
+            txn_id: links.transaction.map(|(_, _, txn)| txn.to_owned()),
+            prev: owned(links.prev_events),
+            auth: owned(links.auth_events),
+        })
+    }
+
+    /// Stores it alone, by [`insert_event_at_head`].
+    async fn insert_alone(&self, pool: &sqlx::AnyPool) -> Result<Option<i64>> {
+        let event = NewEvent {
+            stream_ordering: Some(self.position),
+            event_id: &self.event_id,
+            room_id: &self.room_id,
+            depth: self.depth,
+            event_type: &self.event_type,
+            state_key: self.state_key.as_deref(),
+            sender: &self.sender,
+            origin_server_ts: self.origin_server_ts,
+            state_snapshot: self.state_snapshot,
+            pdu: &self.pdu,
+            search_text: self.search_text.as_deref(),
+            replaces_state: self.replaces_state.as_deref(),
+            relation: self.relates_to.as_deref().zip(self.rel_type.as_deref()).map(|(parent, rel_type)| NewRelation {
+                parent,
+                rel_type,
+                bundled: self.bundled,
+            }),
+        };
+        let prev: Vec<&str> = self.prev.iter().map(String::as_str).collect();
+        let auth: Vec<&str> = self.auth.iter().map(String::as_str).collect();
+        let transaction = match (&self.user_id, &self.device_id, &self.txn_id) {
+            (Some(user), Some(device), Some(txn)) => Some((user.as_str(), device.as_str(), txn.as_str())),
+            _ => None,
+        };
+        let links = EventLinks { prev_events: &prev, auth_events: &auth, transaction };
+        insert_event_at_head(pool, self.expected_head, &event, &links).await
+    }
+}
+
+/// The statement of [`insert_events_at_head`]. Only batches with a bundled relation have the part
+/// that marks parents: a generic plan made while `events` was young would scan it whole for every
+/// batch, and such a plan stays until the table's next ANALYZE.
+fn insert_statement(marks_parents: bool) -> &'static str {
+    static STATEMENTS: OnceLock<[String; 2]> = OnceLock::new();
+    let [plain, marking] = STATEMENTS.get_or_init(|| {
+        let statement = |parent: &str| {
+            format!(
+                "WITH req AS MATERIALIZED (SELECT * FROM json_to_recordset($1::json) AS r(position BIGINT, \
+                 event_id TEXT, room_id TEXT, depth BIGINT, event_type TEXT, state_key TEXT, sender TEXT, \
+                 origin_server_ts BIGINT, state_snapshot BIGINT, pdu TEXT, replaces_state TEXT, relates_to TEXT, \
+                 rel_type TEXT, bundled BOOLEAN, search_text TEXT, expected_head BIGINT, user_id TEXT, device_id TEXT, \
+                 txn_id TEXT, prev JSON, auth JSON)), \
+                 head AS (UPDATE rooms SET head_stream = req.position FROM req WHERE rooms.room_id = req.room_id \
+                 AND rooms.head_stream = req.expected_head AND NOT EXISTS (SELECT 1 FROM event_transactions t \
+                 WHERE t.user_id = req.user_id AND t.device_id = req.device_id AND t.txn_id = req.txn_id) \
+                 RETURNING req.*), \
+                 gone AS (DELETE FROM event_positions_in_flight WHERE position IN (SELECT position FROM head)), \
+                 extremity AS (INSERT INTO room_forward_extremities (room_id, event_id) \
+                 SELECT room_id, event_id FROM head), \
+                 prev AS (INSERT INTO event_edges (event_id, prev_event_id) SELECT event_id, target FROM head, \
+                 json_array_elements_text(prev) v(target) ON CONFLICT DO NOTHING), \
+                 referenced AS (DELETE FROM room_forward_extremities WHERE (room_id, event_id) IN \
+                 (SELECT room_id, target FROM head, json_array_elements_text(prev) v(target))), \
+                 auth AS (INSERT INTO event_auth_edges (event_id, auth_event_id) SELECT event_id, target FROM head, \
+                 json_array_elements_text(auth) v(target) ON CONFLICT DO NOTHING), \
+                 {parent}txn AS (INSERT INTO event_transactions (user_id, device_id, txn_id, event_id) \
+                 SELECT user_id, device_id, txn_id, event_id FROM head WHERE txn_id IS NOT NULL), \
+                 inserted AS (INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, \
+                 sender, origin_server_ts, state_snapshot, pdu, replaces_state, relates_to, rel_type, search_vector) \
+                 SELECT position, event_id, room_id, depth, event_type, state_key, sender, origin_server_ts, \
+                 state_snapshot, pdu, replaces_state, relates_to, rel_type, to_tsvector('english', search_text) \
+                 FROM head \
+                 RETURNING stream_ordering) \
+                 SELECT stream_ordering FROM inserted",
+            )
+        };
+        [
+            statement(""),
+            statement(
+                "parent AS (UPDATE events SET has_relations = 1 WHERE event_id IN (SELECT relates_to FROM head \
+                 WHERE bundled) AND has_relations = 0), ",
+            ),
+        ]
+    });
+    if marks_parents {
+        marking
+    } else {
+        plain
+    }
+}
+
+/// Persists new events on PostgreSQL, each at its reserved position, in one statement: their rows,
+/// DAG edges, their rooms' forward extremities (each replaces those it references), the
+/// `has_relations` mark of a bundled relation's parent, their client transactions, and their rooms'
+/// heads. Every write selects from the `head` CTE, which moves a room's head only if it is still
+/// the event's `expected_head` and the device has not used the transaction ID: the events that
+/// failed either check are not written, and are missing from the positions that come back. At most
+/// one event per room is written (the lock of a room's writer keeps its events apart anyway).
+async fn insert_events_at_head<'c>(
+    executor: impl sqlx::Executor<'c, Database = Any>,
+    events: &[HeadInsert],
+) -> Result<Vec<i64>> {
+    let rows = serde_json::to_string(events).map_err(Error::internal)?;
+    let statement = insert_statement(events.iter().any(|e| e.bundled));
+    let stored = sqlx::query(statement).bind(rows).fetch_all(executor).await?;
+    Ok(stored.iter().map(|r| r.get(0)).collect())
+}
+
+/// Reserves one event position per request, in one statement, so one implicit transaction: the
+/// lock is taken before the positions are drawn and held until the commit, so reservations become
+/// visible in position order. A reservation needs to be visible, not durable, so the commit skips
+/// the WAL flush: the event's own (synchronous) commit flushes the WAL past it, and if the server
+/// dies first, neither the reservation nor an event at that position survives. Each request is
+/// one room's writer, under its room's lock: which of the positions it gets does not matter.
+pub(super) fn reserve_positions_batch(storage: Storage, nows: Vec<i64>) -> BoxFuture<'static, Result<Vec<i64>>> {
+    Box::pin(async move {
+        let reservations = storage
+            .reservations
+            .as_ref()
+            .ok_or_else(|| Error::internal("event positions are reserved on PostgreSQL"))?;
+        // A lone reservation's statement has no series to plan: it binds faster.
+        let many = if nows.len() > 1 { ", generate_series(1, CAST($2 AS BIGINT))" } else { "" };
+        let sql = format!(
+            "WITH locked AS (SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(7300117)) \
+             INSERT INTO event_positions_in_flight (position, created_ts) \
+             SELECT nextval(pg_get_serial_sequence('events', 'stream_ordering')), $1 FROM locked{many} \
+             RETURNING position"
+        );
+        let mut query = sqlx::query(&sql).bind(nows.iter().copied().max().unwrap_or_default());
+        if nows.len() > 1 {
+            query = query.bind(nows.len() as i64);
+        }
+        let rows = query.fetch_all(reservations).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    })
+}
+
+/// Runs the messages that concurrent senders store at the same moment as one statement, one
+/// commit (see [`super::batch`]): they share its round trip, start-up and WAL flush. Answers each
+/// with its position, or `None` when its room's head had moved. A lone message takes the statement
+/// of its own, which runs in half the time of the batch's for one row (its values come as parameters,
+/// not as JSON to unpack and join). One event's failure (a constraint) fails the whole statement,
+/// so then each goes alone and only its own fails.
+pub(super) fn insert_messages_batch(
+    storage: Storage,
+    events: Vec<HeadInsert>,
+) -> BoxFuture<'static, Result<Vec<Result<Option<i64>>>>> {
+    Box::pin(async move {
+        if let [event] = events.as_slice() {
+            return Ok(vec![event.insert_alone(&storage.pool).await]);
+        }
+        match insert_events_at_head(&storage.pool, &events).await {
+            Ok(stored) => Ok(events.iter().map(|e| Ok(stored.contains(&e.position).then_some(e.position))).collect()),
+            Err(_) => {
+                let mut answers = Vec::with_capacity(events.len());
+                for event in &events {
+                    answers.push(event.insert_alone(&storage.pool).await);
+                }
+                Ok(answers)
+            }
+        }
+    })
+}
+
 /// The parent an event names in `content.m.relates_to` (spec: "Forming relationships between events").
 #[derive(Clone, Copy)]
 pub struct NewRelation<'a> {
@@ -186,28 +404,19 @@ impl Storage {
     }
 
     /// Reserves the next event position; `None` on SQLite, where the event's own transaction
-    /// assigns it (writes are serialized there). On PostgreSQL reservations are taken one at a
-    /// time under an advisory lock and committed at once, so they become visible in position order.
+    /// assigns it (writes are serialized there). On PostgreSQL the reservations that writers of
+    /// several rooms ask for at the same moment are taken together (see [`reserve_positions_batch`]).
     pub async fn reserve_event_position(&self, now: i64) -> Result<Option<i64>> {
-        let Some(reservations) = &self.reservations else { return Ok(None) };
-        // One statement, so one implicit transaction: the lock is taken before the position is
-        // drawn and held until the commit. The reservation needs to be visible, not durable, so the
-        // commit skips the WAL flush: the event's own (synchronous) commit flushes the WAL past it,
-        // and if the server dies first, neither the reservation nor an event at that position survives.
-        let row = sqlx::query(
-            "WITH locked AS (SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(7300117)) \
-             INSERT INTO event_positions_in_flight (position, created_ts) \
-             SELECT nextval(pg_get_serial_sequence('events', 'stream_ordering')), $1 FROM locked RETURNING position",
-        )
-        .bind(now)
-        .fetch_one(reservations)
-        .await?;
-        Ok(Some(row.get(0)))
+        if self.reservations.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.batches.positions.run(self, now).await?))
     }
 
-    /// Stores a message event (no state key, no redaction) in one autocommit statement, with all
-    /// that [`RoomWrite::insert_linked_event`] writes, if the room's head is still `expected_head`
-    /// and the device has not used the transaction ID; `None` (nothing stored) otherwise. PostgreSQL
+    /// Stores a message event (no state key, no redaction) in one autocommit statement, shared with
+    /// the messages other rooms' senders store at the same moment, with all that
+    /// [`RoomWrite::insert_linked_event`] writes, if the room's head is still `expected_head` and
+    /// the device has not used the transaction ID; `None` (nothing stored) otherwise. PostgreSQL
     /// only, at a reserved position. A send that took the room's transaction instead pays three
     /// more round trips (BEGIN, the room's row lock, COMMIT); the guard on the head serializes
     /// writers across processes as that lock does: a concurrent writer changes the head, and this
@@ -218,7 +427,8 @@ impl Storage {
         e: &NewEvent<'_>,
         links: &EventLinks<'_>,
     ) -> Result<Option<i64>> {
-        insert_event_at_head(&self.pool, expected_head, e, links).await
+        let event = HeadInsert::of(expected_head, e, links)?;
+        self.batches.messages.run(self, event).await?
     }
 
     /// Gives up a reservation whose event was not stored.

@@ -10,6 +10,8 @@ use crate::common::{assert_error, forward_extremity_count, prev_events, urlencod
 crate::backend_tests!(
     event_by_timestamp,
     concurrent_senders_one_room,
+    concurrent_senders_many_rooms,
+    a_failed_message_fails_alone,
     ten_thousand_messages_reach_create,
     context_and_members_at,
     state_and_auth_chain_from_storage,
@@ -71,6 +73,135 @@ async fn concurrent_senders_one_room(backend: Backend) {
     let all = ids(&seen_by_owner);
     for pair in all.windows(2) {
         assert_eq!(prev_events(&pool, &pair[1]).await, vec![pair[0].clone()]);
+    }
+    pool.close().await;
+    s.stop().await;
+}
+
+/// Senders in many rooms at once: on PostgreSQL their messages are stored by shared statements
+/// (a batch holds at most one message per room). Each room keeps its own complete, ordered, linear
+/// DAG; a retried transaction finds its event; a thread reply marks its root within a batch.
+async fn concurrent_senders_many_rooms(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let mut rooms = Vec::new();
+    for i in 0..12 {
+        let user = s.register_fast(&format!("writer{i}")).await;
+        let room = s.create_room(&user, json!({})).await;
+        rooms.push((user, room));
+    }
+    let sent: Vec<(Vec<String>, String)> = futures::future::join_all(rooms.iter().map(|(user, room)| {
+        let s = &s;
+        async move {
+            let mut ids = Vec::new();
+            for n in 0..8 {
+                let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{n}");
+                let mut body = json!({"msgtype": "m.text", "body": format!("{} #{n}", user.localpart)});
+                if n == 5 {
+                    body["m.relates_to"] = json!({"rel_type": "m.thread", "event_id": ids[0]});
+                }
+                // The same transaction twice at once: one event.
+                let (first, again) =
+                    tokio::join!(s.put(&path, Some(&user.token), body.clone()), s.put(&path, Some(&user.token), body));
+                assert_eq!(first.0, StatusCode::OK, "send: {}", first.1);
+                assert_eq!(first.1["event_id"], again.1["event_id"], "a retried transaction finds its event");
+                ids.push(first.1["event_id"].as_str().unwrap().to_owned());
+            }
+            let (status, root) =
+                s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{}", ids[0]), Some(&user.token)).await;
+            assert_eq!(status, StatusCode::OK, "{root}");
+            (
+                ids,
+                root["unsigned"]["m.relations"]["m.thread"]["latest_event"]["event_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        }
+    }))
+    .await;
+
+    let pool = s.db.pool().await;
+    for ((user, room), (ids, thread_latest)) in rooms.iter().zip(&sent) {
+        assert_eq!(thread_latest, &ids[5], "the thread reply marked its root");
+        let events = s.all_messages(user, room, 50).await;
+        let all: Vec<String> = events.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
+        let texts: Vec<&String> =
+            events.iter().zip(&all).filter(|(e, _)| e["type"] == "m.room.message").map(|(_, id)| id).collect();
+        assert_eq!(texts, ids.iter().collect::<Vec<_>>(), "the room holds its own messages, once, in order");
+        assert_eq!(forward_extremity_count(&pool, room).await, 1);
+        for pair in all.windows(2) {
+            assert_eq!(prev_events(&pool, &pair[1]).await, vec![pair[0].clone()]);
+        }
+    }
+    if backend == Backend::Postgres {
+        let left: i64 =
+            sqlx::query("SELECT COUNT(*) FROM event_positions_in_flight").fetch_one(&pool).await.unwrap().get(0);
+        assert_eq!(left, 0, "every reserved position was stored");
+    }
+    pool.close().await;
+    s.stop().await;
+}
+
+/// A message the database refuses (here by a trigger) fails alone: the messages of other rooms
+/// stored by the same statement are stored all the same, and their rooms go on.
+async fn a_failed_message_fails_alone(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let pool = s.db.pool().await;
+    let poison = match backend {
+        Backend::Postgres => vec![
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'poison'; END $$",
+            "CREATE TRIGGER poison BEFORE INSERT ON events FOR EACH ROW WHEN (NEW.pdu LIKE '%poison%') \
+             EXECUTE FUNCTION refuse_poison()",
+        ],
+        Backend::Sqlite => vec![
+            "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.pdu LIKE '%poison%' \
+             BEGIN SELECT RAISE(ABORT, 'poison'); END",
+        ],
+    };
+    for sql in poison {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let mut rooms = Vec::new();
+    for i in 0..8 {
+        let user = s.register_fast(&format!("writer{i}")).await;
+        let room = s.create_room(&user, json!({})).await;
+        rooms.push((user, room));
+    }
+    let sent: Vec<Vec<Option<String>>> =
+        futures::future::join_all(rooms.iter().enumerate().map(|(i, (user, room))| {
+            let s = &s;
+            async move {
+                let mut ids = Vec::new();
+                for n in 0..4 {
+                    let body = if i == 3 && n == 1 { "poison".to_owned() } else { format!("{i} #{n}") };
+                    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{n}");
+                    let (status, response) =
+                        s.put(&path, Some(&user.token), json!({"msgtype": "m.text", "body": body})).await;
+                    if body == "poison" {
+                        assert!(status.is_server_error(), "the refused message fails: {status} {response}");
+                        assert!(response["errcode"].is_string(), "{response}");
+                        ids.push(None);
+                    } else {
+                        assert_eq!(status, StatusCode::OK, "the others are stored: {response}");
+                        ids.push(Some(response["event_id"].as_str().unwrap().to_owned()));
+                    }
+                }
+                ids
+            }
+        }))
+        .await;
+    for ((user, room), ids) in rooms.iter().zip(&sent) {
+        let events = s.all_messages(user, room, 50).await;
+        let texts: Vec<&str> =
+            events.iter().filter(|e| e["type"] == "m.room.message").map(|e| e["event_id"].as_str().unwrap()).collect();
+        assert_eq!(texts, ids.iter().flatten().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(forward_extremity_count(&pool, room).await, 1);
+    }
+    if backend == Backend::Postgres {
+        let left: i64 =
+            sqlx::query("SELECT COUNT(*) FROM event_positions_in_flight").fetch_one(&pool).await.unwrap().get(0);
+        assert_eq!(left, 0, "the refused message gave its position back");
     }
     pool.close().await;
     s.stop().await;
