@@ -276,7 +276,12 @@ async fn insert_events_at_head<'c>(
     executor: impl sqlx::Executor<'c, Database = Any>,
     events: &[HeadInsert],
 ) -> Result<Vec<i64>> {
-    let rows = serde_json::to_string(events).map_err(Error::internal)?;
+    // The join locks rooms' rows as it meets them, in the array's order when it walks the array:
+    // in room order, two processes' batches do not each hold a room the other waits for. (Should
+    // they, PostgreSQL fails one statement after `deadlock_timeout`, and its events go alone.)
+    let mut ordered: Vec<&HeadInsert> = events.iter().collect();
+    ordered.sort_unstable_by(|a, b| a.room_id.cmp(&b.room_id));
+    let rows = serde_json::to_string(&ordered).map_err(Error::internal)?;
     let statement = insert_statement(events.iter().any(|e| e.bundled));
     let stored = sqlx::query(statement).bind(rows).fetch_all(executor).await?;
     Ok(stored.iter().map(|r| r.get(0)).collect())
