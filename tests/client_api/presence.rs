@@ -210,4 +210,5 @@ async fn filters_presence_and_account_data(backend: Backend) {
     let types: Vec<&str> =
         sync["account_data"]["events"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(types, ["org.example.shown"], "{sync}");
+    s.stop().await;
 }
