@@ -287,6 +287,20 @@ async fn insert_events_at_head<'c>(
     Ok(stored.iter().map(|r| r.get(0)).collect())
 }
 
+/// The statement of [`reserve_positions_batch`], drawing a position for each row that `$rows`
+/// (joined after `locked`) adds; `$1` is the reservations' time.
+macro_rules! reservation {
+    ($rows:literal) => {
+        concat!(
+            "WITH locked AS (SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(7300117)) \
+             INSERT INTO event_positions_in_flight (position, created_ts) \
+             SELECT nextval(pg_get_serial_sequence('events', 'stream_ordering')), $1 FROM locked",
+            $rows,
+            " RETURNING position"
+        )
+    };
+}
+
 /// Reserves one event position per request, in one statement, so one implicit transaction: the
 /// lock is taken before the positions are drawn and held until the commit, so reservations become
 /// visible in position order. A reservation needs to be visible, not durable, so the commit skips
@@ -300,17 +314,12 @@ pub(super) fn reserve_positions_batch(storage: Storage, nows: Vec<i64>) -> BoxFu
             .as_ref()
             .ok_or_else(|| Error::internal("event positions are reserved on PostgreSQL"))?;
         // A lone reservation's statement has no series to plan: it binds faster.
-        let many = if nows.len() > 1 { ", generate_series(1, CAST($2 AS BIGINT))" } else { "" };
-        let sql = format!(
-            "WITH locked AS (SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(7300117)) \
-             INSERT INTO event_positions_in_flight (position, created_ts) \
-             SELECT nextval(pg_get_serial_sequence('events', 'stream_ordering')), $1 FROM locked{many} \
-             RETURNING position"
-        );
-        let mut query = sqlx::query(&sql).bind(nows.iter().copied().max().unwrap_or_default());
-        if nows.len() > 1 {
-            query = query.bind(nows.len() as i64);
-        }
+        let now = nows.iter().copied().max().unwrap_or_default();
+        let query = if nows.len() > 1 {
+            sqlx::query(reservation!(", generate_series(1, CAST($2 AS BIGINT))")).bind(now).bind(nows.len() as i64)
+        } else {
+            sqlx::query(reservation!("")).bind(now)
+        };
         let rows = query.fetch_all(reservations).await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     })

@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::Row;
 
-use crate::common::{assert_error, forward_extremity_count, prev_events, urlencode, Backend, TestServer};
+use crate::common::{assert_error, forward_extremity_count, prev_events, urlencode, Backend, TestServer, User};
 
 crate::backend_tests!(
     event_by_timestamp,
@@ -78,17 +78,28 @@ async fn concurrent_senders_one_room(backend: Backend) {
     s.stop().await;
 }
 
+/// `count` users, each in a room of its own that it created.
+async fn writers_in_rooms_of_their_own(s: &TestServer, count: usize) -> Vec<(User, String)> {
+    let mut rooms = Vec::new();
+    for i in 0..count {
+        let user = s.register_fast(&format!("writer{i}")).await;
+        let room = s.create_room(&user, json!({})).await;
+        rooms.push((user, room));
+    }
+    rooms
+}
+
+/// Event positions reserved and not yet stored or given back (PostgreSQL).
+async fn positions_in_flight(pool: &sqlx::AnyPool) -> i64 {
+    sqlx::query("SELECT COUNT(*) FROM event_positions_in_flight").fetch_one(pool).await.unwrap().get(0)
+}
+
 /// Senders in many rooms at once: on PostgreSQL their messages are stored by shared statements
 /// (a batch holds at most one message per room). Each room keeps its own complete, ordered, linear
 /// DAG; a retried transaction finds its event; a thread reply marks its root within a batch.
 async fn concurrent_senders_many_rooms(backend: Backend) {
     let s = TestServer::start(backend).await;
-    let mut rooms = Vec::new();
-    for i in 0..12 {
-        let user = s.register_fast(&format!("writer{i}")).await;
-        let room = s.create_room(&user, json!({})).await;
-        rooms.push((user, room));
-    }
+    let rooms = writers_in_rooms_of_their_own(&s, 12).await;
     let sent: Vec<(Vec<String>, String)> = futures::future::join_all(rooms.iter().map(|(user, room)| {
         let s = &s;
         async move {
@@ -134,9 +145,7 @@ async fn concurrent_senders_many_rooms(backend: Backend) {
         }
     }
     if backend == Backend::Postgres {
-        let left: i64 =
-            sqlx::query("SELECT COUNT(*) FROM event_positions_in_flight").fetch_one(&pool).await.unwrap().get(0);
-        assert_eq!(left, 0, "every reserved position was stored");
+        assert_eq!(positions_in_flight(&pool).await, 0, "every reserved position was stored");
     }
     pool.close().await;
     s.stop().await;
@@ -162,12 +171,7 @@ async fn a_failed_message_fails_alone(backend: Backend) {
     for sql in poison {
         sqlx::query(sql).execute(&pool).await.unwrap();
     }
-    let mut rooms = Vec::new();
-    for i in 0..8 {
-        let user = s.register_fast(&format!("writer{i}")).await;
-        let room = s.create_room(&user, json!({})).await;
-        rooms.push((user, room));
-    }
+    let rooms = writers_in_rooms_of_their_own(&s, 8).await;
     let sent: Vec<Vec<Option<String>>> =
         futures::future::join_all(rooms.iter().enumerate().map(|(i, (user, room))| {
             let s = &s;
@@ -199,9 +203,7 @@ async fn a_failed_message_fails_alone(backend: Backend) {
         assert_eq!(forward_extremity_count(&pool, room).await, 1);
     }
     if backend == Backend::Postgres {
-        let left: i64 =
-            sqlx::query("SELECT COUNT(*) FROM event_positions_in_flight").fetch_one(&pool).await.unwrap().get(0);
-        assert_eq!(left, 0, "the refused message gave its position back");
+        assert_eq!(positions_in_flight(&pool).await, 0, "the refused message gave its position back");
     }
     pool.close().await;
     s.stop().await;
