@@ -348,6 +348,10 @@ impl Storage {
             // Evaluation results are derived data: a crash may lose the last few, and the evaluator
             // then redoes them from the position that did survive (they share the WAL's order). Not
             // waiting for the flush takes it off the delivery path.
+            //
+            // `reads`: the plan of the update by `ctid` may be a scan of the whole table (it is
+            // made once, maybe while the table was small). `EXISTS (SELECT 1 FROM read)` is
+            // checked before any scan, so batches with nothing to mark read scan nothing.
             "WITH flags AS (SELECT set_config('synchronous_commit', 'off', true)), \
              moved AS (UPDATE stream_counters SET position = $1 WHERE stream = 'push_evaluated' AND position = $2 \
                RETURNING 1), \
@@ -375,11 +379,11 @@ impl Storage {
                SELECT p.*, $5 FROM json_to_recordset($4::json) AS p(user_id TEXT, app_id TEXT, pushkey TEXT, \
                notification TEXT) \
                WHERE EXISTS (SELECT 1 FROM moved)), \
-             reads AS (UPDATE event_push_actions SET unread = 0 WHERE ctid = ANY(ARRAY( \
-               SELECT a.ctid FROM json_array_elements($6::json) AS s CROSS JOIN LATERAL ( \
-                 SELECT ctid FROM event_push_actions WHERE unread = 1 AND user_id = s->>0 AND room_id = s->>1 \
-                 AND stream_ordering <= CAST(s->>2 AS BIGINT) OFFSET 0) a)) \
-               AND EXISTS (SELECT 1 FROM moved)) \
+             read AS MATERIALIZED (SELECT a.ctid FROM json_array_elements($6::json) AS s CROSS JOIN LATERAL ( \
+               SELECT ctid FROM event_push_actions WHERE unread = 1 AND user_id = s->>0 AND room_id = s->>1 \
+               AND stream_ordering <= CAST(s->>2 AS BIGINT) OFFSET 0) a), \
+             reads AS (UPDATE event_push_actions SET unread = 0 WHERE ctid = ANY(ARRAY(SELECT ctid FROM read)) \
+               AND EXISTS (SELECT 1 FROM read) AND EXISTS (SELECT 1 FROM moved)) \
              SELECT COUNT(*) FROM moved, flags",
         )
         .bind(to)
