@@ -279,7 +279,9 @@ async fn configure_session(conn: &mut AnyConnection, backend: Backend) -> Result
     // plan, 0.3–1.2 ms of planning each), because its estimate of the generic plan comes out
     // higher. Their plans cannot profit from the parameters' values: they walk indexes one key at
     // a time (`LATERAL`) and carry their lists as JSON. Planned once, fan-out to 100 members
-    // costs PostgreSQL about 30% less CPU.
+    // costs PostgreSQL about 20-25% less CPU. The price: a plan made while a table was nearly empty
+    // (a new server) may scan it, and stays until autovacuum's ANALYZE invalidates it or the pool
+    // replaces the connection (sqlx's `max_lifetime`, 30 minutes).
     conn.execute("SET jit = off; SET plan_cache_mode = force_generic_plan").await?;
     Ok(())
 }
