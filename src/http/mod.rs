@@ -112,6 +112,7 @@ pub fn router(services: Services) -> Router {
     crate::client::routes(Router::new())
         .fallback(|| async { Error::Unrecognized })
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(run_writes_to_completion))
         .layer(middleware::from_fn_with_state(services.clone(), metrics::record))
         .layer(cors())
         .with_state(services)
@@ -130,6 +131,21 @@ fn cors() -> CorsLayer {
             "x-requested-with".parse().expect("valid header name"),
         ])
         .max_age(std::time::Duration::from_secs(86400))
+}
+
+/// A request that may change something runs to its end even when its client hangs up: hyper drops
+/// the request's future when the connection closes, and a write dropped halfway leaves what it
+/// began behind. On PostgreSQL an event's position reserved but never stored holds back every
+/// sync, in every process, until the reservation is dropped as stale; an event stored but never
+/// announced reaches its room's members only with the room's next event. Reads (a long-poll
+/// above all) still end with their connection.
+async fn run_writes_to_completion(request: Request, next: middleware::Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(request).await;
+    }
+    tokio::spawn(next.run(request))
+        .await
+        .unwrap_or_else(|e| Error::internal(format!("request handler failed: {e}")).into_response())
 }
 
 async fn method_not_allowed(request: Request) -> Response {

@@ -5,13 +5,16 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::Row;
 
-use crate::common::{assert_error, forward_extremity_count, prev_events, urlencode, Backend, TestServer, User};
+use crate::common::{
+    assert_error, forward_extremity_count, prev_events, timeline, urlencode, Backend, TestServer, User,
+};
 
 crate::backend_tests!(
     event_by_timestamp,
     concurrent_senders_one_room,
     concurrent_senders_many_rooms,
     a_failed_message_fails_alone,
+    a_send_whose_client_hangs_up_completes,
     ten_thousand_messages_reach_create,
     context_and_members_at,
     state_and_auth_chain_from_storage,
@@ -206,6 +209,68 @@ async fn a_failed_message_fails_alone(backend: Backend) {
         assert_eq!(positions_in_flight(&pool).await, 0, "the refused message gave its position back");
     }
     pool.close().await;
+    s.stop().await;
+}
+
+/// A client that hangs up while its message is being stored (a phone losing its network) does not
+/// stop the write halfway. On PostgreSQL a send dropped after reserving its position and before
+/// storing it held back every sync until the reservation went stale (30 s or more); a send dropped
+/// after storing would not wake the room's members. Retries of the same transactions then find
+/// one event each.
+async fn a_send_whose_client_hangs_up_completes(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    // Without presence, a response without the room's timeline is a long-poll that timed out.
+    let filter = json!({"presence": {"types": []}});
+    let mut since = s.sync(&bob, None, 0, Some(&filter)).await["next_batch"].as_str().unwrap().to_owned();
+
+    let address = s.base.trim_start_matches("http://").to_owned();
+    for n in 0..10 {
+        let body = json!({"msgtype": "m.text", "body": format!("hung up {n}")}).to_string();
+        let request = format!(
+            "PUT /_matrix/client/v3/rooms/{}/send/m.room.message/hang{n} HTTP/1.1\r\nHost: {address}\r\n\
+             Authorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            urlencode(&room),
+            alice.token,
+            body.len()
+        );
+        let mut client = tokio::net::TcpStream::connect(&address).await.unwrap();
+        client.write_all(request.as_bytes()).await.unwrap();
+        // Gone without reading the answer.
+        drop(client);
+    }
+    let after = s.send_text(&alice, &room, "after the hang-ups").await;
+    let mut seen = Vec::new();
+    while !seen.contains(&after) {
+        let sync = s.sync(&bob, Some(&since), 20_000, Some(&filter)).await;
+        let events = timeline(&sync, &room);
+        assert!(!events.is_empty(), "bob's long-poll timed out without alice's message: {sync}");
+        seen.extend(events.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
+        since = sync["next_batch"].as_str().unwrap().to_owned();
+    }
+
+    // The apps retry what got no answer: each transaction has its one event.
+    for n in 0..10 {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/hang{n}");
+        let body = json!({"msgtype": "m.text", "body": format!("hung up {n}")});
+        let (status, response) = s.put(&path, Some(&alice.token), body).await;
+        assert_eq!(status, StatusCode::OK, "{response}");
+    }
+    let events = s.all_messages(&alice, &room, 50).await;
+    for n in 0..10 {
+        let body = format!("hung up {n}");
+        let copies = events.iter().filter(|e| e["content"]["body"] == body.as_str()).count();
+        assert_eq!(copies, 1, "{body} is stored once");
+    }
+    if backend == Backend::Postgres {
+        let pool = s.db.pool().await;
+        assert_eq!(positions_in_flight(&pool).await, 0, "no reservation is left behind");
+        pool.close().await;
+    }
     s.stop().await;
 }
 
