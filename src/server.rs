@@ -85,12 +85,19 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
     TcpListener::bind(addr).await.map_err(|source| StartError::Listen { key, addr, source })
 }
 
+/// A reservation of an event position older than this belongs to a writer that died before
+/// committing (a crash): no honest write takes this long between reserving and committing.
+const STALE_RESERVATION: Duration = Duration::from_secs(30);
+
 /// Periodic upkeep that must not grow with the number of users: typing expiry (only rooms where
 /// someone types), presence deadlines (only the due ones), idle rate-limit buckets and notifier
-/// entries.
+/// entries, and reservations of event positions whose writer died.
 async fn housekeeping(services: Services, mut stopped: watch::Receiver<bool>) {
     let mut typing = tokio::time::interval(Duration::from_millis(250));
     let mut minute = tokio::time::interval(Duration::from_secs(60));
+    // A reservation whose writer died holds back every process's syncs until it is dropped: at
+    // most STALE_RESERVATION plus this period. Only PostgreSQL reserves positions in the database.
+    let mut reservations = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = typing.tick() => {
@@ -108,8 +115,9 @@ async fn housekeeping(services: Services, mut stopped: watch::Receiver<bool>) {
             _ = minute.tick() => {
                 services.auth_limiter.forget_idle();
                 services.sync.notifier().forget_idle();
-                // A reservation older than this belongs to a writer that died before committing.
-                let cutoff = crate::storage::now_ms() - 30_000;
+            }
+            _ = reservations.tick(), if services.storage.shares_event_positions() => {
+                let cutoff = crate::storage::now_ms() - STALE_RESERVATION.as_millis() as i64;
                 if let Err(e) = services.storage.drop_stale_event_positions(cutoff).await {
                     tracing::warn!(error = %e, "dropping stale event positions");
                 }

@@ -265,8 +265,11 @@ async fn configure_session(conn: &mut AnyConnection, backend: Backend) -> Result
     if backend == Backend::Sqlite {
         // WAL lets readers run beside the writer; FULL makes every acknowledged commit survive a
         // crash of the process or of the machine.
-        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
-            .await?;
+        conn.execute(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+        )
+        .await?;
         return Ok(());
     }
     // Without planner statistics (autovacuum off, or a young table) PostgreSQL overestimates the

@@ -15,6 +15,7 @@ crate::backend_tests!(
     concurrent_senders_many_rooms,
     a_failed_message_fails_alone,
     a_send_whose_client_hangs_up_completes,
+    an_orphaned_reservation_is_dropped,
     ten_thousand_messages_reach_create,
     context_and_members_at,
     state_and_auth_chain_from_storage,
@@ -212,6 +213,34 @@ async fn a_failed_message_fails_alone(backend: Backend) {
     s.stop().await;
 }
 
+/// Without presence, a sync response without the room's timeline is a long-poll that timed out.
+fn without_presence() -> serde_json::Value {
+    json!({"presence": {"types": []}})
+}
+
+/// Alice's room with bob in it, and bob's sync token.
+async fn a_member_waiting(s: &TestServer) -> (User, User, String, String) {
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    let since = s.sync(&bob, None, 0, Some(&without_presence())).await["next_batch"].as_str().unwrap().to_owned();
+    (alice, bob, room, since)
+}
+
+/// Long-polls (20 s each) as `user` from `since` until `event_id` comes: every poll must bring
+/// some of the room's events, not end at its timeout.
+async fn long_poll_until(s: &TestServer, user: &User, room: &str, mut since: String, event_id: &str) {
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e| e == event_id) {
+        let sync = s.sync(user, Some(&since), 20_000, Some(&without_presence())).await;
+        let events = timeline(&sync, room);
+        assert!(!events.is_empty(), "the long-poll timed out without {event_id}: {sync}");
+        seen.extend(events.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
+        since = sync["next_batch"].as_str().unwrap().to_owned();
+    }
+}
+
 /// A client that hangs up while its message is being stored (a phone losing its network) does not
 /// stop the write halfway. On PostgreSQL a send dropped after reserving its position and before
 /// storing it held back every sync until the reservation went stale (30 s or more); a send dropped
@@ -220,13 +249,7 @@ async fn a_failed_message_fails_alone(backend: Backend) {
 async fn a_send_whose_client_hangs_up_completes(backend: Backend) {
     use tokio::io::AsyncWriteExt;
     let s = TestServer::start(backend).await;
-    let alice = s.register_fast("alice").await;
-    let bob = s.register_fast("bob").await;
-    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
-    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
-    // Without presence, a response without the room's timeline is a long-poll that timed out.
-    let filter = json!({"presence": {"types": []}});
-    let mut since = s.sync(&bob, None, 0, Some(&filter)).await["next_batch"].as_str().unwrap().to_owned();
+    let (alice, bob, room, since) = a_member_waiting(&s).await;
 
     let address = s.base.trim_start_matches("http://").to_owned();
     for n in 0..10 {
@@ -244,14 +267,7 @@ async fn a_send_whose_client_hangs_up_completes(backend: Backend) {
         drop(client);
     }
     let after = s.send_text(&alice, &room, "after the hang-ups").await;
-    let mut seen = Vec::new();
-    while !seen.contains(&after) {
-        let sync = s.sync(&bob, Some(&since), 20_000, Some(&filter)).await;
-        let events = timeline(&sync, &room);
-        assert!(!events.is_empty(), "bob's long-poll timed out without alice's message: {sync}");
-        seen.extend(events.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
-        since = sync["next_batch"].as_str().unwrap().to_owned();
-    }
+    long_poll_until(&s, &bob, &room, since, &after).await;
 
     // The apps retry what got no answer: each transaction has its one event.
     for n in 0..10 {
@@ -271,6 +287,34 @@ async fn a_send_whose_client_hangs_up_completes(backend: Backend) {
         assert_eq!(positions_in_flight(&pool).await, 0, "no reservation is left behind");
         pool.close().await;
     }
+    s.stop().await;
+}
+
+/// A writer that dies between reserving its event's position and storing the event (a crash)
+/// leaves a reservation that holds back every process's syncs (PostgreSQL). Housekeeping drops it
+/// once it is 30 s old, within seconds: a long-poll gets the messages that followed it.
+async fn an_orphaned_reservation_is_dropped(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (alice, bob, room, since) = a_member_waiting(&s).await;
+    let pool = s.db.pool().await;
+    if backend == Backend::Postgres {
+        let died =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 31_000;
+        sqlx::query(
+            "INSERT INTO event_positions_in_flight (position, created_ts) \
+             SELECT nextval(pg_get_serial_sequence('events', 'stream_ordering')), $1",
+        )
+        .bind(died)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let after = s.send_text(&alice, &room, "after the crash").await;
+    long_poll_until(&s, &bob, &room, since, &after).await;
+    if backend == Backend::Postgres {
+        assert_eq!(positions_in_flight(&pool).await, 0);
+    }
+    pool.close().await;
     s.stop().await;
 }
 
