@@ -229,7 +229,8 @@ async fn a_member_waiting(s: &TestServer) -> (User, User, String, String) {
 }
 
 /// Long-polls (20 s each) as `user` from `since` until `event_id` comes: every poll must bring
-/// some of the room's events, not end at its timeout.
+/// some of the room's events, not end at its timeout. (`push::sync_until_event` lets polls time
+/// out, so a delivery held back for half a minute would pass it.)
 async fn long_poll_until(s: &TestServer, user: &User, room: &str, mut since: String, event_id: &str) {
     let mut seen = Vec::new();
     while !seen.iter().any(|e| e == event_id) {
