@@ -220,22 +220,25 @@ impl Storage {
         Ok(found)
     }
 
-    /// The full auth chain of the given events (all events reachable through `auth_events`).
+    /// The full auth chain of the given events (all events reachable through `auth_events`): their
+    /// own `auth_events` from their PDUs, which every event has (a message stores no auth edges),
+    /// and from there the stored edges of the state events they name.
     pub async fn auth_chain(&self, event_ids: &[&str]) -> Result<Vec<String>> {
         if event_ids.is_empty() {
             return Ok(Vec::new());
         }
+        let listed = match self.backend {
+            Backend::Postgres => "SELECT json_array_elements_text(CAST(pdu AS json) -> 'auth_events') FROM events",
+            Backend::Sqlite => "SELECT j.value FROM events, json_each(events.pdu, '$.auth_events') j",
+        };
         let sql = format!(
             "WITH RECURSIVE chain(event_id) AS ( \
-               SELECT auth_event_id FROM event_auth_edges WHERE event_id IN ({}) \
+               {listed} WHERE event_id IN ({}) \
                UNION SELECT a.auth_event_id FROM event_auth_edges a JOIN chain c ON a.event_id = c.event_id) \
              SELECT event_id FROM chain ORDER BY event_id",
             placeholders(1, event_ids.len())
         );
-        let mut query = sqlx::query(&sql);
-        for id in event_ids {
-            query = query.bind(*id);
-        }
+        let query = bind_all!(sqlx::query(&sql), event_ids);
         Ok(query.fetch_all(&self.pool).await?.into_iter().map(|r| r.get(0)).collect())
     }
 

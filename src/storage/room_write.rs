@@ -17,9 +17,21 @@ use crate::error::{Error, Result};
 /// What links a new event into its room besides its row (see [`RoomWrite::insert_linked_event`]).
 pub struct EventLinks<'a> {
     pub prev_events: &'a [&'a str],
+    /// Stored as edges for state events only (see [`stored_auth_edges`]).
     pub auth_events: &'a [&'a str],
     /// `(user_id, device_id, transaction key)` of a client's send, so that a retry finds the event.
     pub transaction: Option<(&'a str, &'a str, &'a str)>,
+}
+
+/// The auth edges stored for a new event. Only state events are reached through other events'
+/// `auth_events`, so only theirs are walked (`Storage::auth_chain`); a message's come from its PDU
+/// when asked for. A message is most events, and this spares it three rows and their index entries.
+fn stored_auth_edges<'a>(e: &NewEvent<'_>, links: &EventLinks<'a>) -> &'a [&'a str] {
+    if e.state_key.is_some() {
+        links.auth_events
+    } else {
+        &[]
+    }
 }
 
 /// Binds an event's columns as `$1`–`$13`, in the order the event INSERTs list them.
@@ -60,6 +72,7 @@ async fn insert_event_at_head<'c>(
     // transaction (empty strings when none: no stored key is empty), then the edges' targets.
     const FIRST_EDGE: usize = 19;
     let first_auth = FIRST_EDGE + links.prev_events.len();
+    let auth_events = stored_auth_edges(e, links);
     let mut parts = vec![
         "head AS (UPDATE rooms SET head_stream = $1 WHERE room_id = $3 AND head_stream = $15 AND NOT EXISTS \
          (SELECT 1 FROM event_transactions WHERE user_id = $16 AND device_id = $17 AND txn_id = $18) \
@@ -82,11 +95,11 @@ async fn insert_event_at_head<'c>(
             placeholders(FIRST_EDGE, links.prev_events.len())
         ));
     }
-    if !links.auth_events.is_empty() {
+    if !auth_events.is_empty() {
         parts.push(format!(
             "auth AS (INSERT INTO event_auth_edges (event_id, auth_event_id) SELECT $2, target FROM head, \
              (VALUES {}) v(target) ON CONFLICT DO NOTHING)",
-            value_rows(first_auth, links.auth_events.len())
+            value_rows(first_auth, auth_events.len())
         ));
     }
     if e.relation.is_some_and(|r| r.bundled) {
@@ -118,7 +131,7 @@ async fn insert_event_at_head<'c>(
         .bind(user_id)
         .bind(device_id)
         .bind(txn_id);
-    for target in links.prev_events.iter().chain(links.auth_events) {
+    for target in links.prev_events.iter().chain(auth_events) {
         query = query.bind(*target);
     }
     Ok(query.fetch_optional(executor).await?.map(|r| r.get(0)))
@@ -177,7 +190,7 @@ impl HeadInsert {
             device_id: links.transaction.map(|(_, device, _)| device.to_owned()),
             txn_id: links.transaction.map(|(_, _, txn)| txn.to_owned()),
             prev: owned(links.prev_events),
-            auth: owned(links.auth_events),
+            auth: owned(stored_auth_edges(e, links)),
         })
     }
 
@@ -476,7 +489,7 @@ impl RoomWrite {
     pub async fn insert_linked_event(&mut self, e: &NewEvent<'_>, links: &EventLinks<'_>) -> Result<i64> {
         if self.backend == Backend::Sqlite {
             let stream = self.insert_sqlite_event(e).await?;
-            self.insert_edges(e.event_id, links.prev_events, links.auth_events).await?;
+            self.insert_edges(e.event_id, links.prev_events, stored_auth_edges(e, links)).await?;
             self.replace_forward_extremities(e.room_id, links.prev_events, e.event_id).await?;
             if let Some((user_id, device_id, txn_id)) = links.transaction {
                 self.insert_transaction_id(user_id, device_id, txn_id, e.event_id).await?;

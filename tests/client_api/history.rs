@@ -431,8 +431,8 @@ async fn context_and_members_at(backend: Backend) {
     s.stop().await;
 }
 
-/// State storage grows with state changes, not with messages; the auth chain of any event comes
-/// from storage in one query.
+/// State storage (snapshots and auth edges) grows with state changes, not with messages; the auth
+/// chain of any event comes from storage in one query.
 async fn state_and_auth_chain_from_storage(backend: Backend) {
     let s = TestServer::start(backend).await;
     let alice = s.register_fast("alice").await;
@@ -444,7 +444,10 @@ async fn state_and_auth_chain_from_storage(backend: Backend) {
     };
     let entries_sql = "SELECT COUNT(*) FROM state_snapshot_entries e JOIN state_snapshots s ON s.snapshot_id = e.snapshot_id WHERE s.room_id = $1";
     let snapshots_sql = "SELECT COUNT(*) FROM state_snapshots WHERE room_id = $1";
+    let auth_edges_sql =
+        "SELECT COUNT(*) FROM event_auth_edges a JOIN events e ON e.event_id = a.event_id WHERE e.room_id = $1";
     let (entries, snapshots) = (count(entries_sql).await, count(snapshots_sql).await);
+    let auth_edges = count(auth_edges_sql).await;
     let mut last = String::new();
     for n in 0..200 {
         last = s.send_text(&alice, &room, &format!("m{n}")).await;
@@ -454,6 +457,7 @@ async fn state_and_auth_chain_from_storage(backend: Backend) {
         (entries, snapshots),
         "messages add no state rows"
     );
+    assert_eq!(count(auth_edges_sql).await, auth_edges, "messages add no auth edges");
     for n in 1..=40 {
         s.put(
             &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
@@ -466,6 +470,7 @@ async fn state_and_auth_chain_from_storage(backend: Backend) {
     // 40 changes: one delta row each, plus one full snapshot (room state ≈ 8 entries) per 32 deltas.
     assert!((40..=40 + 2 * 10).contains(&grown), "state rows grow with state changes: {grown}");
     assert_eq!(count(snapshots_sql).await - snapshots, 40);
+    assert!(count(auth_edges_sql).await - auth_edges >= 40 * 3, "each state event has its auth edges");
 
     let storage = axon::storage::Storage::open(&s.db.url, 2).await.unwrap();
     let chain = storage.auth_chain(&[last.as_str()]).await.unwrap();
