@@ -13,7 +13,7 @@ use axum::{
 };
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -36,6 +36,8 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<GroupLabels, Histogram>,
+    /// Read when rendered: a queue that grew with every sync would show here.
+    presence_deadlines: Gauge,
 }
 
 impl Default for Metrics {
@@ -48,7 +50,13 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("axon");
         registry.register("http_requests", "Client-Server API requests answered", requests.clone());
         registry.register("http_request_duration_seconds", "Time to answer a request", latency.clone());
-        Self { registry: Mutex::new(registry), requests, latency }
+        let presence_deadlines = Gauge::default();
+        registry.register(
+            "presence_deadlines",
+            "Presence deadlines queued in this process, about one per user it knows",
+            presence_deadlines.clone(),
+        );
+        Self { registry: Mutex::new(registry), requests, latency, presence_deadlines }
     }
 }
 
@@ -112,6 +120,8 @@ pub fn router(services: Services) -> Router {
         .route(
             "/metrics",
             get(|State(services): State<Services>| async move {
+                let deadlines = services.sync.presence().queued_deadlines();
+                services.metrics.presence_deadlines.set(i64::try_from(deadlines).unwrap_or(i64::MAX));
                 (
                     [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
                     services.metrics.render(),

@@ -38,6 +38,9 @@ pub fn state_name(state: &ruma::presence::PresenceState) -> Option<&'static str>
 /// row when nothing changes. Another process's change is noticed within this time.
 const WRITTEN_TRUSTED_FOR: Duration = Duration::from_secs(30);
 
+/// When a deadline whose change failed (the database did not answer) is tried again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
 #[derive(Default)]
 struct UserPresence {
     syncs_in_flight: usize,
@@ -45,12 +48,38 @@ struct UserPresence {
     last_active: Option<Instant>,
     /// What was last written or read, and when, to skip identical updates.
     written: Option<(String, Option<String>, Instant)>,
+    /// The earliest deadline queued for the user. A later one is not queued: when this one comes,
+    /// `expire` queues the user's next. So the queue holds about one entry per user, however
+    /// often they sync (every long-poll both starts and ends a sync).
+    queued: Option<Instant>,
+}
+
+impl UserPresence {
+    /// When the user's state may next change by itself: offline once their syncs stopped for
+    /// `offline_after`, unavailable once inactive for `idle_after`. Only times after `now`.
+    fn next_deadline(&self, now: Instant, config: &PresenceConfig) -> Option<Instant> {
+        let offline = self.last_sync_end.filter(|_| self.syncs_in_flight == 0).map(|t| t + config.offline_after());
+        let idle = self.last_active.map(|t| t + config.idle_after());
+        offline.into_iter().chain(idle).filter(|t| *t > now).min()
+    }
 }
 
 #[derive(Default)]
 struct Inner {
     users: HashMap<String, UserPresence>,
     deadlines: BinaryHeap<Reverse<(Instant, String)>>,
+}
+
+impl Inner {
+    /// Makes sure the user is looked at by `at` (see `UserPresence::queued`).
+    fn schedule(&mut self, user_id: &str, at: Instant) {
+        let Some(user) = self.users.get_mut(user_id) else { return };
+        if user.queued.is_some_and(|queued| queued <= at) {
+            return;
+        }
+        user.queued = Some(at);
+        self.deadlines.push(Reverse((at, user_id.to_owned())));
+    }
 }
 
 #[derive(Clone)]
@@ -75,7 +104,7 @@ impl Drop for SyncGuard {
             user.syncs_in_flight = user.syncs_in_flight.saturating_sub(1);
             user.last_sync_end = Some(Instant::now());
         }
-        inner.deadlines.push(Reverse((deadline, self.user_id.clone())));
+        inner.schedule(&self.user_id, deadline);
     }
 }
 
@@ -104,7 +133,7 @@ impl Presence {
             user.syncs_in_flight += 1;
             let last_active = *user.last_active.get_or_insert_with(Instant::now);
             let idle_at = last_active + self.config.idle_after();
-            inner.deadlines.push(Reverse((idle_at, user_id.to_owned())));
+            inner.schedule(user_id, idle_at);
         }
         let guard = SyncGuard { presence: self.clone(), user_id: user_id.to_owned() };
         match set_presence {
@@ -145,7 +174,7 @@ impl Presence {
         {
             let mut inner = self.lock();
             inner.users.entry(user_id.to_owned()).or_default().last_active = Some(Instant::now());
-            inner.deadlines.push(Reverse((deadline, user_id.to_owned())));
+            inner.schedule(user_id, deadline);
         }
         if self.current_state(user_id).await?.as_deref() != Some(ONLINE) {
             self.change(user_id, ONLINE, None).await?;
@@ -210,42 +239,73 @@ impl Presence {
         {
             let mut inner = self.lock();
             while inner.deadlines.peek().is_some_and(|Reverse((at, _))| *at <= now) {
-                if let Some(Reverse((_, user))) = inner.deadlines.pop() {
-                    due.push(user);
+                if let Some(Reverse((at, user_id))) = inner.deadlines.pop() {
+                    if let Some(user) = inner.users.get_mut(&user_id).filter(|u| u.queued == Some(at)) {
+                        user.queued = None;
+                    }
+                    due.push(user_id);
                 }
             }
         }
         due.sort();
         due.dedup();
-        for user_id in due {
-            let next = {
-                let inner = self.lock();
-                let Some(user) = inner.users.get(&user_id) else { continue };
-                let gone = user.syncs_in_flight == 0
-                    && user.last_sync_end.is_some_and(|t| now.duration_since(t) >= self.config.offline_after());
-                let idle = user.last_active.is_some_and(|t| now.duration_since(t) >= self.config.idle_after());
-                if gone {
-                    Some(OFFLINE)
-                } else if idle {
-                    Some(UNAVAILABLE)
-                } else {
-                    None
-                }
-            };
-            let Some(next) = next else { continue };
-            let current = self.current_state(&user_id).await?;
-            // Going offline always applies; going idle only from online.
-            if next == OFFLINE || current.as_deref() == Some(ONLINE) {
-                self.change(&user_id, next, None).await?;
+        let mut applied = 0;
+        let result = async {
+            for user_id in &due {
+                self.apply_deadline(user_id, now).await?;
+                applied += 1;
             }
-            if next == OFFLINE {
-                let mut inner = self.lock();
-                if inner.users.get(&user_id).is_some_and(|u| u.syncs_in_flight == 0) {
-                    inner.users.remove(&user_id);
-                }
+            Ok(())
+        }
+        .await;
+        // Each user looked at waits for their next deadline: theirs had moved on since it was
+        // queued, or they went idle and may still go offline. Those a failure left unapplied are
+        // tried again shortly.
+        let retry = now + RETRY_AFTER_FAILURE;
+        let mut inner = self.lock();
+        for (i, user_id) in due.iter().enumerate() {
+            let next = inner.users.get(user_id.as_str()).and_then(|u| u.next_deadline(now, &self.config));
+            if let Some(at) = if i < applied { next } else { Some(retry) } {
+                inner.schedule(user_id, at);
+            }
+        }
+        result
+    }
+
+    /// Offline after the user's syncs stopped, unavailable after their activity stopped, if either
+    /// deadline has passed.
+    async fn apply_deadline(&self, user_id: &str, now: Instant) -> Result<()> {
+        let next = {
+            let inner = self.lock();
+            let Some(user) = inner.users.get(user_id) else { return Ok(()) };
+            let gone = user.syncs_in_flight == 0
+                && user.last_sync_end.is_some_and(|t| now.duration_since(t) >= self.config.offline_after());
+            let idle = user.last_active.is_some_and(|t| now.duration_since(t) >= self.config.idle_after());
+            if gone {
+                OFFLINE
+            } else if idle {
+                UNAVAILABLE
+            } else {
+                return Ok(());
+            }
+        };
+        let current = self.current_state(user_id).await?;
+        // Going offline always applies; going idle only from online.
+        if next == OFFLINE || current.as_deref() == Some(ONLINE) {
+            self.change(user_id, next, None).await?;
+        }
+        if next == OFFLINE {
+            let mut inner = self.lock();
+            if inner.users.get(user_id).is_some_and(|u| u.syncs_in_flight == 0) {
+                inner.users.remove(user_id);
             }
         }
         Ok(())
+    }
+
+    /// How many deadlines are queued (a gauge of `/metrics`): about one per user known here.
+    pub fn queued_deadlines(&self) -> usize {
+        self.lock().deadlines.len()
     }
 
     /// When the user last did something, as known to this process.

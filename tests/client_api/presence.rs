@@ -10,7 +10,8 @@ crate::backend_tests!(
     status_and_audience,
     presence_disabled,
     sending_is_activity_and_newcomers_presence,
-    filters_presence_and_account_data
+    filters_presence_and_account_data,
+    deadlines_stay_one_per_user
 );
 
 fn presence_of(sync: &Value, user: &User) -> Option<Value> {
@@ -35,17 +36,23 @@ async fn wait_for_presence(s: &TestServer, viewer: &User, token: &str, user: &Us
     panic!("{} never became {state}", user.user_id);
 }
 
+/// Alice's public room with bob in it, and bob's first sync token.
+async fn alice_and_bob_in_a_room(s: &TestServer) -> (User, User, String, String) {
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    let token = s.sync(&bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    (alice, bob, room, token)
+}
+
 async fn online_offline_unavailable(backend: Backend) {
     let s = TestServer::start_with(backend, |c| {
         c.presence.offline_after = 1.0;
         c.presence.idle_after = 2.0;
     })
     .await;
-    let alice = s.register_fast("alice").await;
-    let bob = s.register_fast("bob").await;
-    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
-    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
-    let token = s.sync(&bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    let (alice, bob, room, token) = alice_and_bob_in_a_room(&s).await;
 
     // A sync makes alice online; without another within offline_after she goes offline.
     s.sync(&alice, None, 0, None).await;
@@ -80,6 +87,33 @@ async fn online_offline_unavailable(backend: Backend) {
     )
     .await;
     wait_for_presence(&s, &bob, &token, &alice, "online").await;
+    s.stop().await;
+}
+
+/// Every sync request starts and ends a sync, and each sets a presence deadline. However many
+/// there were, about one deadline per user stays queued (the `/metrics` gauge), and it still fires.
+async fn deadlines_stay_one_per_user(backend: Backend) {
+    let s = TestServer::start_with(backend, |c| {
+        c.listen.metrics = Some("127.0.0.1:0".parse().unwrap());
+        c.presence.offline_after = 1.0;
+    })
+    .await;
+    let (alice, bob, _, token) = alice_and_bob_in_a_room(&s).await;
+    let mut alice_token = s.sync(&alice, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    for _ in 0..100 {
+        alice_token = s.sync(&alice, Some(&alice_token), 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    }
+    let addr = s.running.as_ref().unwrap().metrics_addr.expect("metrics listener");
+    let metrics = s.http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    let queued: i64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("axon_presence_deadlines "))
+        .unwrap_or_else(|| panic!("no presence gauge in {metrics}"))
+        .parse()
+        .unwrap();
+    assert!((1..=4).contains(&queued), "{queued} deadlines queued for two users after 100 syncs");
+    let (_, token) = wait_for_presence(&s, &bob, &token, &alice, "online").await;
+    wait_for_presence(&s, &bob, &token, &alice, "offline").await;
     s.stop().await;
 }
 
@@ -148,11 +182,7 @@ async fn sending_is_activity_and_newcomers_presence(backend: Backend) {
         c.presence.idle_after = 1.0;
     })
     .await;
-    let alice = s.register_fast("alice").await;
-    let bob = s.register_fast("bob").await;
-    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
-    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
-    let token = s.sync(&bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    let (alice, bob, room, token) = alice_and_bob_in_a_room(&s).await;
     s.sync(&alice, None, 0, None).await;
     let (_, mut token) = wait_for_presence(&s, &bob, &token, &alice, "online").await;
     // Alice keeps sending for three idle periods: she stays online.
