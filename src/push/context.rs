@@ -90,10 +90,9 @@ impl RoomPushContext {
     }
 
     /// The condition context for one recipient.
-    pub fn for_user(&self, user_id: &OwnedUserId, display_name: &str) -> PushConditionRoomCtx {
+    pub fn for_user(&self, user_id: OwnedUserId, display_name: String) -> PushConditionRoomCtx {
         let member_count = UInt::try_from(self.joined.len() as u64).unwrap_or_default();
-        let mut context =
-            PushConditionRoomCtx::new(self.room_id.clone(), member_count, user_id.clone(), display_name.to_owned());
+        let mut context = PushConditionRoomCtx::new(self.room_id.clone(), member_count, user_id, display_name);
         context.power_levels = self.power_levels.clone();
         context
     }

@@ -8,14 +8,19 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use ruma::{
     events::AnySyncTimelineEvent,
-    push::{Action, FlattenedJson, Ruleset},
+    push::{Action, FlattenedJson},
     serde::Raw,
     OwnedUserId,
 };
 use serde_json::{json, Value as JsonValue};
 use tokio::sync::watch;
 
-use super::{context::RoomPushContext, rules, Push};
+use super::{
+    context::RoomPushContext,
+    rules,
+    shared_rules::{EventOutcomes, NamedRuleset, RuleNames},
+    Push,
+};
 use crate::{
     error::{Error, Result},
     storage::{now_ms, EventRow, NewPushAction, NewQueuedPush, PusherRow},
@@ -34,6 +39,7 @@ pub async fn run(push: Push, events: EventStream, mut stopped: watch::Receiver<b
         events,
         contexts: HashMap::new(),
         rulesets: HashMap::new(),
+        rule_names: RuleNames::default(),
         pushers: HashMap::new(),
         pushers_at: -1,
     };
@@ -73,7 +79,8 @@ struct Evaluator {
     /// Parsed rulesets by user: the `account_data` stream position they were last checked at,
     /// the position of the stored ruleset, the ruleset. No account data changed since the first:
     /// no query.
-    rulesets: HashMap<String, (i64, i64, Arc<Ruleset>)>,
+    rulesets: HashMap<String, (i64, i64, Arc<NamedRuleset>)>,
+    rule_names: RuleNames,
     /// Pushers by user, valid while the `pushers` counter stays at `pushers_at`.
     pushers: HashMap<String, Vec<Arc<PusherRow>>>,
     pushers_at: i64,
@@ -127,23 +134,23 @@ impl Evaluator {
             // Flattened once for all recipients (ruma's `get_actions` would do it per recipient).
             let flattened = FlattenedJson::from_raw(&raw);
             let pdu: JsonValue = serde_json::from_str(&row.pdu).unwrap_or_default();
+            let mut outcomes = EventOutcomes::default();
+            // One condition context for the event, its recipient's part set for each.
+            let mut condition_context = None;
             for user in recipients {
                 let Ok(user_id) = OwnedUserId::try_from(user.as_str()) else { continue };
                 let Some((_, _, ruleset)) = self.rulesets.get(user.as_str()) else { continue };
-                let display_name = context
-                    .joined
-                    .iter()
-                    .find(|(u, _)| u == user)
-                    .and_then(|(_, name)| name.clone())
-                    .unwrap_or_else(|| user_id.localpart().to_owned());
-                let condition_context = context.for_user(&user_id, &display_name);
-                let mut matched: &[Action] = &[];
-                for rule in ruleset.iter() {
-                    if rule.applies(&flattened, &condition_context).await {
-                        matched = rule.actions();
-                        break;
+                let display_name =
+                    context.display_name(user).map_or_else(|| user_id.localpart().to_owned(), str::to_owned);
+                let condition_context = match condition_context.as_mut() {
+                    None => condition_context.insert(context.for_user(user_id, display_name)),
+                    Some(shared) => {
+                        shared.user_id = user_id;
+                        shared.user_display_name = display_name;
+                        shared
                     }
-                }
+                };
+                let matched = outcomes.first_match(ruleset, &flattened, condition_context).await;
                 if !matched.iter().any(Action::should_notify) {
                     continue;
                 }
@@ -228,7 +235,7 @@ impl Evaluator {
                 continue;
             }
             let Ok(user_id) = OwnedUserId::try_from(user) else { continue };
-            let ruleset = Arc::new(rules::from_account_data(&user_id, content));
+            let ruleset = Arc::new(self.rule_names.name(rules::from_account_data(&user_id, content)));
             self.rulesets.insert(user.to_owned(), (account_data_at, position, ruleset));
         }
         Ok(())

@@ -11,6 +11,7 @@ mod context;
 pub mod evaluator;
 pub mod gateway;
 pub mod rules;
+mod shared_rules;
 
 use std::{sync::Arc, time::Duration};
 

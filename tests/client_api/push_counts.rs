@@ -5,11 +5,15 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::{
-    common::{hold_push_evaluation, release_push_evaluation, Backend, TestServer, User},
+    common::{hold_push_evaluation, release_push_evaluation, urlencode, Backend, TestServer, User},
     push::{add_pusher, counts, receipt, sync_until_event, Gateway},
 };
 
-crate::backend_tests!(partial_reads_count_what_follows, counts_survive_the_numbering_migration);
+crate::backend_tests!(
+    partial_reads_count_what_follows,
+    counts_survive_the_numbering_migration,
+    one_message_counts_for_each_recipient
+);
 
 /// Sends `content` as an m.room.message with transaction ID `txn`; returns its event ID.
 async fn send(s: &TestServer, user: &User, room_id: &str, txn: &str, content: Value) -> String {
@@ -133,5 +137,41 @@ async fn counts_survive_the_numbering_migration(backend: Backend) {
     // An unthreaded receipt at reply2 reads all but reply3.
     receipt(&s, &bob, &room, &sent[6], None).await;
     assert_eq!(thread_counts(&s, &bob, &room, root).await, ((0, 0), 1));
+    s.stop().await;
+}
+
+/// One message, four recipients, four outcomes: the evaluator shares what rules have in common
+/// between recipients, and must not share what they do not. Bob is named by his localpart
+/// (`.m.rule.contains_user_name`), dave by his display name (`.m.rule.contains_display_name`),
+/// carol muted the room, erin has the defaults.
+async fn one_message_counts_for_each_recipient(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let alice = s.register_fast("alice").await;
+    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    let mut recipients = Vec::new();
+    for name in ["bob", "carol", "dave", "erin"] {
+        let user = s.register_fast(name).await;
+        if name == "dave" {
+            let path = format!("/_matrix/client/v3/profile/{}/displayname", user.user_id);
+            assert_eq!(s.put(&path, Some(&user.token), json!({"displayname": "Captain"})).await.0, StatusCode::OK);
+        }
+        if name == "carol" {
+            let rule =
+                json!({"actions": [], "conditions": [{"kind": "event_match", "key": "room_id", "pattern": room}]});
+            let path = format!("/_matrix/client/v3/pushrules/global/override/{}", urlencode(&room));
+            assert_eq!(s.put(&path, Some(&user.token), rule).await.0, StatusCode::OK);
+        }
+        assert_eq!(s.join(&user, &room).await.0, StatusCode::OK);
+        let since = s.sync(&user, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+        recipients.push((user, since));
+    }
+    let lunch = send(&s, &alice, &room, "lunch", json!({"msgtype": "m.text", "body": "Captain and bob: lunch?"})).await;
+    let mut seen = Vec::new();
+    for (user, since) in &recipients {
+        let sync = sync_until_event(&s, user, since, &room, &lunch).await;
+        seen.push((user.localpart.clone(), counts(&sync, &room)));
+    }
+    let expected = [("bob", (1, 1)), ("carol", (0, 0)), ("dave", (1, 1)), ("erin", (1, 0))];
+    assert_eq!(seen, expected.map(|(name, c)| (name.to_owned(), c)));
     s.stop().await;
 }
