@@ -2,6 +2,8 @@
 //! `room_memberships`, `event_transactions`: reading stored events back (writing them is
 //! `room_write`).
 
+use std::sync::LazyLock;
+
 use sqlx::{any::AnyRow, Row};
 
 use super::{placeholders, value_rows, Backend, Storage};
@@ -45,8 +47,17 @@ pub(super) fn event_column_count() -> usize {
 }
 
 /// `NULL, NULL, …`, one per [`EVENT_COLUMNS`]: the event part of a UNION's rows that carry none.
-pub(super) fn event_column_nulls() -> String {
-    EVENT_COLUMNS.split(", ").map(|_| "NULL").collect::<Vec<_>>().join(", ")
+pub(super) fn event_column_nulls() -> &'static str {
+    static NULLS: LazyLock<String> =
+        LazyLock::new(|| EVENT_COLUMNS.split(", ").map(|_| "NULL").collect::<Vec<_>>().join(", "));
+    &NULLS
+}
+
+/// [`EVENT_COLUMNS`] of `events` under the alias `e`. Made once: syncs build statements with it.
+pub(super) fn event_columns_of_e() -> &'static str {
+    static COLUMNS: LazyLock<String> =
+        LazyLock::new(|| EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", "));
+    &COLUMNS
 }
 
 pub(super) fn event_row(r: AnyRow) -> EventRow {
@@ -171,7 +182,7 @@ impl Storage {
     pub async fn current_state_events(&self, room_id: &str) -> Result<Vec<EventRow>> {
         let sql = format!(
             "SELECT {} FROM room_current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = $1",
-            EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ")
+            event_columns_of_e()
         );
         Ok(sqlx::query(&sql).bind(room_id).fetch_all(&self.pool).await?.into_iter().map(event_row).collect())
     }
@@ -343,7 +354,7 @@ impl Storage {
 
     /// The current state events of several rooms.
     pub async fn current_state_of_rooms(&self, room_ids: &[&str]) -> Result<Vec<EventRow>> {
-        let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+        let columns = event_columns_of_e();
         let mut found = Vec::new();
         for chunk in room_ids.chunks(500) {
             let sql = match self.backend {

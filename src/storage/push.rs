@@ -5,7 +5,7 @@ use sqlx::{any::AnyRow, Row};
 
 use super::{
     delivery::{next_position, PositionRows, POSITION_ROWS},
-    events::{event_column_count, event_column_nulls, event_row, EVENT_COLUMNS},
+    events::{event_column_count, event_column_nulls, event_columns_of_e, event_row, EVENT_COLUMNS},
     placeholders, Backend, EventRow, Storage,
 };
 use crate::error::{Error, Result};
@@ -433,13 +433,13 @@ impl Storage {
         limit: i64,
         only_highlight: bool,
     ) -> Result<Vec<NotificationRow>> {
-        let columns: Vec<String> = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect();
+        let columns = event_columns_of_e();
         let sql = format!(
             "SELECT {}, a.actions, a.unread, a.ts FROM event_push_actions a \
              JOIN events e ON e.stream_ordering = a.stream_ordering \
              WHERE a.user_id = $1 AND a.stream_ordering < $2 AND a.highlight >= $3 \
              ORDER BY a.stream_ordering DESC LIMIT $4",
-            columns.join(", ")
+            columns
         );
         let rows = sqlx::query(&sql)
             .bind(user_id)
@@ -448,7 +448,7 @@ impl Storage {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        let fields = columns.len();
+        let fields = event_column_count();
         Ok(rows
             .into_iter()
             .map(|r| {

@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::{
-    events::{event_column_count, event_row, EVENT_COLUMNS},
+    events::{event_column_count, event_columns_of_e, event_row},
     placeholders, Backend, EventRow, Storage,
 };
 use crate::error::Result;
@@ -32,7 +32,7 @@ impl Storage {
             return Ok(Vec::new());
         }
         let (from, rank, filter) = self.search_sql(5, q.room_ids.len(), q.event_types.len());
-        let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+        let columns = event_columns_of_e();
         let fields = event_column_count();
         let order = if q.by_rank { "rank DESC, e.stream_ordering DESC" } else { "e.stream_ordering DESC" };
         let sql =
