@@ -9,7 +9,7 @@ use std::{
 };
 
 use futures_util::future::BoxFuture;
-use serde_json::json;
+use serde::Serialize;
 use sqlx::Row;
 
 use super::{
@@ -17,7 +17,7 @@ use super::{
     push::unread_counts_of_rooms,
     Backend, EventRow, Storage,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// `(room_id, thread_id, notifications, highlights)`: a user's unread notifications in a thread.
 pub type UnreadCount = (String, String, i64, i64);
@@ -78,15 +78,29 @@ impl Storage {
                 query.fetch_all(&self.pool).await?
             }
             _ => {
-                let parameter: Vec<serde_json::Value> = requests
+                #[derive(Serialize)]
+                struct BatchedRequest<'a> {
+                    i: usize,
+                    user_id: &'a str,
+                    rooms: &'a [String],
+                    after: i64,
+                    upto: i64,
+                    lim: i64,
+                }
+                let parameter: Vec<BatchedRequest> = requests
                     .iter()
                     .enumerate()
-                    .map(|(i, r)| {
-                        json!({"i": i, "user_id": r.user_id, "rooms": r.room_ids, "after": r.after, "upto": r.upto, "lim": r.per_room})
+                    .map(|(i, r)| BatchedRequest {
+                        i,
+                        user_id: &r.user_id,
+                        rooms: &r.room_ids,
+                        after: r.after,
+                        upto: r.upto,
+                        lim: r.per_room,
                     })
                     .collect();
                 sqlx::query(batched_statement())
-                    .bind(serde_json::Value::Array(parameter).to_string())
+                    .bind(serde_json::to_string(&parameter).map_err(Error::internal)?)
                     .fetch_all(&self.pool)
                     .await?
             }

@@ -7,14 +7,14 @@
 use std::{collections::HashMap, sync::OnceLock};
 
 use futures_util::future::BoxFuture;
-use serde_json::json;
+use serde::Serialize;
 use sqlx::Row;
 
 use super::{
     delivery::{PositionRows, POSITION_ROWS},
     Storage, ToDeviceRow,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[derive(Default)]
 pub struct SyncStart {
@@ -76,14 +76,26 @@ impl Storage {
                 .bind(request.acked)
                 .bind(request.limit),
             _ => {
-                let parameter: Vec<serde_json::Value> = requests
+                #[derive(Serialize)]
+                struct BatchedRequest<'a> {
+                    i: usize,
+                    user_id: &'a str,
+                    device_id: &'a str,
+                    acked: i64,
+                    lim: i64,
+                }
+                let parameter: Vec<BatchedRequest> = requests
                     .iter()
                     .enumerate()
-                    .map(|(i, r)| {
-                        json!({"i": i, "user_id": r.user_id, "device_id": r.device_id, "acked": r.acked, "lim": r.limit})
+                    .map(|(i, r)| BatchedRequest {
+                        i,
+                        user_id: &r.user_id,
+                        device_id: &r.device_id,
+                        acked: r.acked,
+                        lim: r.limit,
                     })
                     .collect();
-                sqlx::query(batched.as_str()).bind(serde_json::Value::Array(parameter).to_string())
+                sqlx::query(batched.as_str()).bind(serde_json::to_string(&parameter).map_err(Error::internal)?)
             }
         };
         let rows = query.fetch_all(&self.pool).await?;
