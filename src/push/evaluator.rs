@@ -130,10 +130,20 @@ impl Evaluator {
         let mut actions = Vec::new();
         let mut pushes = Vec::new();
         for (row, context, recipients) in &work {
-            let Ok(raw) = Raw::<AnySyncTimelineEvent>::from_json_string(row.pdu.clone()) else { continue };
+            if recipients.is_empty() {
+                continue;
+            }
+            let Ok(mut pdu) = serde_json::from_str::<JsonValue>(&row.pdu) else { continue };
+            // Rules match the event as clients see it. The PDU's federation fields are not part of
+            // that, and flattening their hashes, signatures and event IDs cost more than the rest.
+            if let Some(fields) = pdu.as_object_mut() {
+                for federation_only in ["auth_events", "prev_events", "hashes", "signatures", "depth"] {
+                    fields.remove(federation_only);
+                }
+            }
+            let Ok(raw) = serde_json::value::to_raw_value(&pdu) else { continue };
             // Flattened once for all recipients (ruma's `get_actions` would do it per recipient).
-            let flattened = FlattenedJson::from_raw(&raw);
-            let pdu: JsonValue = serde_json::from_str(&row.pdu).unwrap_or_default();
+            let flattened = FlattenedJson::from_raw(&Raw::<AnySyncTimelineEvent>::from_json(raw));
             let mut outcomes = EventOutcomes::default();
             // One condition context for the event, its recipient's part set for each.
             let mut condition_context = None;
