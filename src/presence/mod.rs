@@ -55,12 +55,19 @@ struct UserPresence {
 }
 
 impl UserPresence {
-    /// When the user's state may next change by itself: offline once their syncs stopped for
-    /// `offline_after`, unavailable once inactive for `idle_after`. Only times after `now`.
+    /// When the user goes offline: `offline_after` once their syncs stopped (none while one runs).
+    fn offline_at(&self, config: &PresenceConfig) -> Option<Instant> {
+        self.last_sync_end.filter(|_| self.syncs_in_flight == 0).map(|t| t + config.offline_after())
+    }
+
+    /// When the user goes unavailable: `idle_after` once their activity stopped.
+    fn idle_at(&self, config: &PresenceConfig) -> Option<Instant> {
+        self.last_active.map(|t| t + config.idle_after())
+    }
+
+    /// When the user's state may next change by itself, after `now`.
     fn next_deadline(&self, now: Instant, config: &PresenceConfig) -> Option<Instant> {
-        let offline = self.last_sync_end.filter(|_| self.syncs_in_flight == 0).map(|t| t + config.offline_after());
-        let idle = self.last_active.map(|t| t + config.idle_after());
-        offline.into_iter().chain(idle).filter(|t| *t > now).min()
+        self.offline_at(config).into_iter().chain(self.idle_at(config)).filter(|t| *t > now).min()
     }
 }
 
@@ -99,12 +106,12 @@ pub struct SyncGuard {
 impl Drop for SyncGuard {
     fn drop(&mut self) {
         let mut inner = self.presence.lock();
-        let deadline = Instant::now() + self.presence.config.offline_after();
-        if let Some(user) = inner.users.get_mut(&self.user_id) {
-            user.syncs_in_flight = user.syncs_in_flight.saturating_sub(1);
-            user.last_sync_end = Some(Instant::now());
+        let Some(user) = inner.users.get_mut(&self.user_id) else { return };
+        user.syncs_in_flight = user.syncs_in_flight.saturating_sub(1);
+        user.last_sync_end = Some(Instant::now());
+        if let Some(offline_at) = user.offline_at(&self.presence.config) {
+            inner.schedule(&self.user_id, offline_at);
         }
-        inner.schedule(&self.user_id, deadline);
     }
 }
 
@@ -131,9 +138,10 @@ impl Presence {
             let mut inner = self.lock();
             let user = inner.users.entry(user_id.to_owned()).or_default();
             user.syncs_in_flight += 1;
-            let last_active = *user.last_active.get_or_insert_with(Instant::now);
-            let idle_at = last_active + self.config.idle_after();
-            inner.schedule(user_id, idle_at);
+            user.last_active.get_or_insert_with(Instant::now);
+            if let Some(idle_at) = user.idle_at(&self.config) {
+                inner.schedule(user_id, idle_at);
+            }
         }
         let guard = SyncGuard { presence: self.clone(), user_id: user_id.to_owned() };
         match set_presence {
@@ -170,11 +178,13 @@ impl Presence {
         if !self.config.enabled {
             return Ok(());
         }
-        let deadline = Instant::now() + self.config.idle_after();
         {
             let mut inner = self.lock();
-            inner.users.entry(user_id.to_owned()).or_default().last_active = Some(Instant::now());
-            inner.schedule(user_id, deadline);
+            let user = inner.users.entry(user_id.to_owned()).or_default();
+            user.last_active = Some(Instant::now());
+            if let Some(idle_at) = user.idle_at(&self.config) {
+                inner.schedule(user_id, idle_at);
+            }
         }
         if self.current_state(user_id).await?.as_deref() != Some(ONLINE) {
             self.change(user_id, ONLINE, None).await?;
@@ -278,12 +288,10 @@ impl Presence {
         let next = {
             let inner = self.lock();
             let Some(user) = inner.users.get(user_id) else { return Ok(()) };
-            let gone = user.syncs_in_flight == 0
-                && user.last_sync_end.is_some_and(|t| now.duration_since(t) >= self.config.offline_after());
-            let idle = user.last_active.is_some_and(|t| now.duration_since(t) >= self.config.idle_after());
-            if gone {
+            let passed = |deadline: Option<Instant>| deadline.is_some_and(|at| at <= now);
+            if passed(user.offline_at(&self.config)) {
                 OFFLINE
-            } else if idle {
+            } else if passed(user.idle_at(&self.config)) {
                 UNAVAILABLE
             } else {
                 return Ok(());
