@@ -152,15 +152,10 @@ impl Evaluator {
                 let Some((_, _, ruleset)) = self.rulesets.get(user.as_str()) else { continue };
                 let display_name =
                     context.display_name(user).map_or_else(|| user_id.localpart().to_owned(), str::to_owned);
-                let condition_context = match condition_context.as_mut() {
-                    None => condition_context.insert(context.for_user(user_id, display_name)),
-                    Some(shared) => {
-                        shared.user_id = user_id;
-                        shared.user_display_name = display_name;
-                        shared
-                    }
-                };
-                let matched = outcomes.first_match(ruleset, &flattened, condition_context).await;
+                let shared = condition_context.get_or_insert_with(|| context.for_user(user_id.clone(), String::new()));
+                shared.user_id = user_id;
+                shared.user_display_name = display_name;
+                let matched = outcomes.first_match(ruleset, &flattened, shared).await;
                 if !matched.iter().any(Action::should_notify) {
                     continue;
                 }
