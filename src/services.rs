@@ -13,7 +13,7 @@ use crate::{
     error::Result,
     http::{limits::AuthRateLimiter, metrics::Metrics},
     presence::Presence,
-    push::Push,
+    push::{EvaluationBatches, Push},
     rooms::Rooms,
     storage::Storage,
     sync::{EventStream, Notifier, SyncService},
@@ -52,7 +52,10 @@ impl Services {
         )
         .await?;
         let presence = Presence::new(config.presence.clone(), storage.clone(), notifier.clone());
-        let push = Push::new(storage.clone(), config.server_name.clone(), config.push.clone(), notifier.clone());
+        let batches = EvaluationBatches::default();
+        let metrics = Arc::new(Metrics::new(&batches));
+        let push =
+            Push::new(storage.clone(), config.server_name.clone(), config.push.clone(), notifier.clone(), batches);
         let keys = Keys::new(storage.clone(), config.server_name.clone(), notifier.clone());
         let sync = SyncService::new(rooms.clone(), notifier, events, Typing::default(), presence, push.clone());
         Ok(Self(Arc::new(ServiceSet {
@@ -64,7 +67,7 @@ impl Services {
             config: Arc::new(config),
             storage,
             accounts,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             shutdown,
         })))
     }

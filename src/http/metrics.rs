@@ -17,7 +17,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::services::Services;
+use crate::{push::EvaluationBatches, services::Services};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -40,8 +40,9 @@ pub struct Metrics {
     presence_deadlines: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The process's metrics, with the push evaluator's `batches`.
+    pub fn new(batches: &EvaluationBatches) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<GroupLabels, Histogram>::new_with_constructor(|| {
             // 0.25 ms … ~8 s: message delivery is measured in milliseconds, long-polls in seconds.
@@ -56,11 +57,19 @@ impl Default for Metrics {
             "Presence deadlines queued in this process, about one per user it knows",
             presence_deadlines.clone(),
         );
+        registry.register(
+            "push_batches_read",
+            "Push evaluation batches whose events were read from the database",
+            batches.read.clone(),
+        );
+        registry.register(
+            "push_batches_handed_over",
+            "Push evaluation batches of one event, handed over by its writer without a read",
+            batches.handed_over.clone(),
+        );
         Self { registry: Mutex::new(registry), requests, latency, presence_deadlines }
     }
-}
 
-impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         if let Ok(registry) = self.registry.lock() {

@@ -2,7 +2,9 @@
 //! batches, off the request path. Every process runs one; they share the work through the
 //! `push_evaluated` position, which a batch moves only from where it started (a batch that lost the
 //! race to another process is dropped and redone from the new position). The events table is the
-//! queue: after a restart evaluation resumes where it stopped.
+//! queue: after a restart evaluation resumes where it stopped. A message whose insert proved it the
+//! next event to evaluate comes from its writer instead (`EventStream::take_next_to_evaluate`):
+//! between a commit and its delivery that saves the read.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -90,7 +92,13 @@ impl Evaluator {
     /// Evaluates the next batch; `true` when more events are waiting.
     async fn batch(&mut self) -> Result<bool> {
         let storage = self.push.storage.clone();
-        let batch = storage.events_to_evaluate(self.events.visible(), BATCH).await?;
+        // A batch a writer handed over saves reading it; one from before the last recorded
+        // position is stale (and would fail to record anyway).
+        let handed_over = self.events.take_next_to_evaluate().filter(|next| next.from >= *self.push.evaluated.borrow());
+        let (batch, counter) = match handed_over {
+            Some(batch) => (batch, self.push.batches.handed_over.clone()),
+            None => (storage.events_to_evaluate(self.events.visible(), BATCH).await?, self.push.batches.read.clone()),
+        };
         let (positions, from, upto, rows) = (batch.positions, batch.from, batch.upto, batch.events);
         if upto <= from {
             self.push.evaluated.send_replace(from);
@@ -193,6 +201,7 @@ impl Evaluator {
             // Another process recorded this range first.
             return Ok(true);
         }
+        counter.inc();
         self.push.evaluated.send_replace(to);
         self.push.notifier.publish(crate::sync::bus::Message::Evaluated(to));
         if !pushes.is_empty() {

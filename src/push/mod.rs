@@ -46,6 +46,17 @@ pub struct Push {
     queued: Arc<Notify>,
     /// Serializes this process's read-modify-write of rulesets.
     rules_lock: Arc<tokio::sync::Mutex<()>>,
+    batches: EvaluationBatches,
+}
+
+/// Evaluation batches recorded by this process, by where their events came from (`/metrics`).
+#[derive(Clone, Default)]
+pub struct EvaluationBatches {
+    /// Read from the database.
+    pub read: prometheus_client::metrics::counter::Counter,
+    /// Handed over by the writer that committed the batch's one event (see
+    /// `StoredMessage::evaluation`): a round trip less between its commit and its delivery.
+    pub handed_over: prometheus_client::metrics::counter::Counter,
 }
 
 /// A pusher as `POST /pushers/set` gives it, validated.
@@ -58,7 +69,13 @@ pub struct NewPusher {
 }
 
 impl Push {
-    pub fn new(storage: Storage, server_name: OwnedServerName, config: PushConfig, notifier: Arc<Notifier>) -> Self {
+    pub fn new(
+        storage: Storage,
+        server_name: OwnedServerName,
+        config: PushConfig,
+        notifier: Arc<Notifier>,
+        batches: EvaluationBatches,
+    ) -> Self {
         Self {
             storage,
             server_name,
@@ -67,6 +84,7 @@ impl Push {
             evaluated: Arc::new(watch::channel(0).0),
             queued: Arc::default(),
             rules_lock: Arc::default(),
+            batches,
         }
     }
 

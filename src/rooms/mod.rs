@@ -49,7 +49,7 @@ pub use self::{
 use crate::{
     config::RoomsConfig,
     error::{Error, Result},
-    storage::{now_ms, EventLinks, NewEvent, NewRelation, Storage},
+    storage::{now_ms, EventLinks, NewEvent, NewRelation, Storage, StoredMessage},
     sync::{EventStream, Notifier},
 };
 
@@ -346,14 +346,14 @@ impl Rooms {
         let auth: Vec<&str> = event.auth_events.iter().map(|e| e.as_str()).collect();
         let links = EventLinks { prev_events: &prev, auth_events: &auth, transaction };
         let stored = self.storage.insert_message_at_head(state.head, &event.row(reserved, snapshot_id), &links).await;
-        let Ok(Some(stream)) = stored else {
+        let Ok(Some(StoredMessage { position: stream, evaluation })) = stored else {
             if let Some(position) = reserved {
                 let _ = self.storage.release_event_position(position).await;
             }
             return stored.map(|_| None);
         };
         stream_write.took(stream);
-        stream_write.committed(stream);
+        stream_write.committed_with(stream, evaluation);
         let snapshot = state.snapshot;
         Ok(Some(self.appended(state, event, stream, snapshot)))
     }

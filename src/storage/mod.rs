@@ -41,7 +41,7 @@ pub use keys::DeviceKeysRow;
 pub use presence::PresenceRow;
 pub use push::{EvaluationBatch, NewPushAction, NewQueuedPush, NotificationRow, PusherRow, QueuedPush};
 pub use relations::{RelatedRow, RelationQuery, ThreadReply};
-pub use room_write::{EventLinks, NewEvent, NewRelation, RoomWrite};
+pub use room_write::{EventLinks, NewEvent, NewRelation, RoomWrite, StoredMessage};
 pub use rooms::RoomRow;
 pub use search::{DirectoryRow, EventSearch};
 pub use sync_news::{RoomNews, UnreadCount};
@@ -82,7 +82,7 @@ pub struct Storage {
 struct Batches {
     sync_start: Arc<batch::Batcher<sync_start::SyncStartRequest, SyncStart>>,
     room_news: Arc<batch::Batcher<sync_news::RoomNewsRequest, RoomNews>>,
-    messages: Arc<batch::Batcher<room_write::HeadInsert, crate::error::Result<Option<i64>>>>,
+    messages: Arc<batch::Batcher<room_write::HeadInsert, crate::error::Result<Option<room_write::StoredMessage>>>>,
     positions: Arc<batch::Batcher<i64, i64>>,
 }
 

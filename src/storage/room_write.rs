@@ -10,7 +10,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::{
     events::{event_row, EventRow, EVENT_COLUMNS},
-    placeholders, value_rows, Backend, Storage,
+    placeholders, value_rows, Backend, EvaluationBatch, Storage,
 };
 use crate::error::{Error, Result};
 
@@ -61,12 +61,19 @@ fn bind_event<'q>(
 /// mark of a bundled relation's parent, its client transaction, and the room's head. Every write
 /// selects from the `head` CTE, which moves the head only if it is still `expected_head` and the
 /// device has not used the transaction ID: otherwise nothing is written and `None` comes back.
+///
+/// With the position comes, when the event is the next one push evaluation must take, where that
+/// evaluation stands ([`EvaluationStart`]): the evaluator then starts from what the writer holds,
+/// without reading it back (a round trip between every commit and its delivery). The statement's
+/// snapshot is taken after this event's reservation committed, and a lower position is reserved
+/// and committed before a higher one is drawn (see [`reserve_positions_batch`]): a lower event
+/// that is neither an event nor a reservation in the snapshot will never be written.
 async fn insert_event_at_head<'c>(
     executor: impl sqlx::Executor<'c, Database = Any>,
     expected_head: i64,
     e: &NewEvent<'_>,
     links: &EventLinks<'_>,
-) -> Result<Option<i64>> {
+) -> Result<Option<(i64, Option<EvaluationStart>)>> {
     let position = e.stream_ordering.ok_or_else(|| Error::internal("a PostgreSQL event needs a reserved position"))?;
     // $1–$13 the event's columns, $14 its search text, $15 the expected head, $16–$18 the
     // transaction (empty strings when none: no stored key is empty), then the edges' targets.
@@ -121,7 +128,9 @@ async fn insert_event_at_head<'c>(
          state_key, sender, origin_server_ts, state_snapshot, pdu, replaces_state, relates_to, rel_type, \
          search_vector) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
          to_tsvector('english', $14) FROM head RETURNING stream_ordering) \
-         SELECT stream_ordering FROM inserted",
+         SELECT stream_ordering, CASE WHEN NOT EXISTS (SELECT 1 FROM event_positions_in_flight WHERE position < $1) \
+         AND NOT EXISTS (SELECT 1 FROM events WHERE stream_ordering < $1 AND stream_ordering > c.evaluated) \
+         THEN c.evaluated END, c.account_data, c.pushers FROM inserted, {COUNTERS_TO_EVALUATE} c",
         parts.join(", ")
     );
     let (user_id, device_id, txn_id) = links.transaction.unwrap_or_default();
@@ -134,7 +143,36 @@ async fn insert_event_at_head<'c>(
     for target in links.prev_events.iter().chain(auth_events) {
         query = query.bind(*target);
     }
-    Ok(query.fetch_optional(executor).await?.map(|r| r.get(0)))
+    Ok(query.fetch_optional(executor).await?.map(|r| {
+        let start = r.get::<Option<i64>, _>(1).map(|push_evaluated| EvaluationStart {
+            push_evaluated,
+            account_data: r.get(2),
+            pushers: r.get(3),
+        });
+        (r.get(0), start)
+    }))
+}
+
+/// The stream counters push evaluation starts from, as one row `c(evaluated, account_data, pushers)`.
+const COUNTERS_TO_EVALUATE: &str = "(SELECT \
+     COALESCE(MAX(position) FILTER (WHERE stream = 'push_evaluated'), 0) AS evaluated, \
+     COALESCE(MAX(position) FILTER (WHERE stream = 'account_data'), 0) AS account_data, \
+     COALESCE(MAX(position) FILTER (WHERE stream = 'pushers'), 0) AS pushers \
+     FROM stream_counters WHERE stream IN ('push_evaluated', 'account_data', 'pushers'))";
+
+/// Where push evaluation stood when a message was stored, if it was the next event to evaluate.
+struct EvaluationStart {
+    push_evaluated: i64,
+    account_data: i64,
+    pushers: i64,
+}
+
+/// A message stored at its room's head ([`Storage::insert_message_at_head`]).
+pub struct StoredMessage {
+    pub position: i64,
+    /// When the message was the next event to evaluate: the batch that evaluates it, which the
+    /// push evaluator may take instead of reading it (see [`insert_event_at_head`]).
+    pub evaluation: Option<EvaluationBatch>,
 }
 
 /// A message for [`insert_messages_batch`], owned so that it can wait in a batch: what
@@ -195,7 +233,7 @@ impl HeadInsert {
     }
 
     /// Stores it alone, by [`insert_event_at_head`].
-    async fn insert_alone(&self, pool: &sqlx::AnyPool) -> Result<Option<i64>> {
+    async fn insert_alone(&self, pool: &sqlx::AnyPool) -> Result<Option<StoredMessage>> {
         let event = NewEvent {
             stream_ordering: Some(self.position),
             event_id: &self.event_id,
@@ -222,7 +260,40 @@ impl HeadInsert {
             _ => None,
         };
         let links = EventLinks { prev_events: &prev, auth_events: &auth, transaction };
-        insert_event_at_head(pool, self.expected_head, &event, &links).await
+        let Some((position, start)) = insert_event_at_head(pool, self.expected_head, &event, &links).await? else {
+            return Ok(None);
+        };
+        let evaluation = start.map(|start| EvaluationBatch {
+            positions: [
+                ("push_evaluated", start.push_evaluated),
+                ("account_data", start.account_data),
+                ("pushers", start.pushers),
+            ]
+            .into_iter()
+            .map(|(stream, position)| (stream.to_owned(), position))
+            .collect(),
+            from: start.push_evaluated,
+            upto: position,
+            events: vec![self.row()],
+        });
+        Ok(Some(StoredMessage { position, evaluation }))
+    }
+
+    /// The event's row as it was stored.
+    fn row(&self) -> EventRow {
+        EventRow {
+            stream_ordering: self.position,
+            event_id: self.event_id.clone(),
+            room_id: self.room_id.clone(),
+            event_type: self.event_type.clone(),
+            state_key: self.state_key.clone(),
+            sender: self.sender.clone(),
+            state_snapshot: self.state_snapshot,
+            pdu: self.pdu.clone(),
+            redacted_by: None,
+            replaces_state: self.replaces_state.clone(),
+            has_relations: false,
+        }
     }
 }
 
@@ -347,13 +418,19 @@ pub(super) fn reserve_positions_batch(storage: Storage, nows: Vec<i64>) -> BoxFu
 pub(super) fn insert_messages_batch(
     storage: Storage,
     events: Vec<HeadInsert>,
-) -> BoxFuture<'static, Result<Vec<Result<Option<i64>>>>> {
+) -> BoxFuture<'static, Result<Vec<Result<Option<StoredMessage>>>>> {
     Box::pin(async move {
         if let [event] = events.as_slice() {
             return Ok(vec![event.insert_alone(&storage.pool).await]);
         }
         match insert_events_at_head(&storage.pool, &events).await {
-            Ok(stored) => Ok(events.iter().map(|e| Ok(stored.contains(&e.position).then_some(e.position))).collect()),
+            Ok(stored) => Ok(events
+                .iter()
+                .map(|e| {
+                    let position = stored.contains(&e.position).then_some(e.position);
+                    Ok(position.map(|position| StoredMessage { position, evaluation: None }))
+                })
+                .collect()),
             Err(_) => {
                 let mut answers = Vec::with_capacity(events.len());
                 for event in &events {
@@ -453,7 +530,7 @@ impl Storage {
         expected_head: i64,
         e: &NewEvent<'_>,
         links: &EventLinks<'_>,
-    ) -> Result<Option<i64>> {
+    ) -> Result<Option<StoredMessage>> {
         let event = HeadInsert::of(expected_head, e, links)?;
         self.batches.messages.run(self, event).await?
     }
@@ -504,6 +581,7 @@ impl RoomWrite {
         // the transaction ID was found unused then.
         insert_event_at_head(&mut *self.tx, self.head, e, links)
             .await?
+            .map(|(position, _)| position)
             .ok_or_else(|| Error::internal("the room's head moved under its lock"))
     }
 

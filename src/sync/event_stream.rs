@@ -12,6 +12,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use crate::storage::EvaluationBatch;
+
 #[derive(Default)]
 struct Inner {
     /// Highest position committed and safe to show, ignoring pending writes.
@@ -22,6 +24,9 @@ struct Inner {
     /// Pending writes: the position they took, or (before they know it) a floor their position is
     /// known to be above.
     pending: HashMap<u64, Pending>,
+    /// The push evaluator's next batch, when a writer's commit holds it whole (see
+    /// `StoredMessage::evaluation`); the latest one only: an earlier one would be stale.
+    next_to_evaluate: Option<EvaluationBatch>,
 }
 
 #[derive(Clone, Copy)]
@@ -46,6 +51,11 @@ impl EventStream {
     /// Notified after each commit of this process.
     pub fn commits(&self) -> Arc<tokio::sync::Notify> {
         self.commits.clone()
+    }
+
+    /// The batch a commit handed to the push evaluator, if any since it last looked.
+    pub fn take_next_to_evaluate(&self) -> Option<EvaluationBatch> {
+        self.lock().next_to_evaluate.take()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -96,9 +106,17 @@ impl StreamWrite {
     }
 
     pub fn committed(self, position: i64) {
+        self.committed_with(position, None);
+    }
+
+    /// Committed, with the push evaluator's next batch when the commit holds it.
+    pub fn committed_with(self, position: i64, next_to_evaluate: Option<EvaluationBatch>) {
         let mut inner = self.stream.lock();
         inner.committed = inner.committed.max(position);
         inner.pending.remove(&self.ticket);
+        if next_to_evaluate.is_some() {
+            inner.next_to_evaluate = next_to_evaluate;
+        }
         drop(inner);
         self.stream.commits.notify_waiters();
     }

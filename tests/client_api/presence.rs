@@ -103,14 +103,7 @@ async fn deadlines_stay_one_per_user(backend: Backend) {
     for _ in 0..100 {
         alice_token = s.sync(&alice, Some(&alice_token), 0, None).await["next_batch"].as_str().unwrap().to_owned();
     }
-    let addr = s.running.as_ref().unwrap().metrics_addr.expect("metrics listener");
-    let metrics = s.http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
-    let queued: i64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("axon_presence_deadlines "))
-        .unwrap_or_else(|| panic!("no presence gauge in {metrics}"))
-        .parse()
-        .unwrap();
+    let queued = s.metric("axon_presence_deadlines").await;
     assert!((1..=4).contains(&queued), "{queued} deadlines queued for two users after 100 syncs");
     let (_, token) = wait_for_presence(&s, &bob, &token, &alice, "online").await;
     wait_for_presence(&s, &bob, &token, &alice, "offline").await;

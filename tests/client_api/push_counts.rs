@@ -12,7 +12,8 @@ use crate::{
 crate::backend_tests!(
     partial_reads_count_what_follows,
     counts_survive_the_numbering_migration,
-    one_message_counts_for_each_recipient
+    one_message_counts_for_each_recipient,
+    writers_hand_over_what_to_evaluate
 );
 
 /// Sends `content` as an m.room.message with transaction ID `txn`; returns its event ID.
@@ -173,5 +174,41 @@ async fn one_message_counts_for_each_recipient(backend: Backend) {
     }
     let expected = [("bob", (1, 1)), ("carol", (0, 0)), ("dave", (1, 1)), ("erin", (1, 0))];
     assert_eq!(seen, expected.map(|(name, c)| (name.to_owned(), c)));
+    s.stop().await;
+}
+
+/// A message that is the next event to evaluate when it commits is evaluated from what its writer
+/// holds, with no read (PostgreSQL, where the database proves nothing lies before it); one that is
+/// not, because evaluation is held up, waits for a batch read from the database. Either way every
+/// message counts once.
+async fn writers_hand_over_what_to_evaluate(backend: Backend) {
+    let s = TestServer::start_with(backend, |c| c.listen.metrics = Some("127.0.0.1:0".parse().unwrap())).await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    let mut since = s.sync(&bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    // One at a time, each delivered before the next is sent: each is next to evaluate.
+    for i in 1..=3 {
+        let event = s.send_text(&alice, &room, "one at a time").await;
+        let sync = sync_until_event(&s, &bob, &since, &room, &event).await;
+        assert_eq!(counts(&sync, &room), (i, 0));
+        since = sync["next_batch"].as_str().unwrap().to_owned();
+    }
+    let handed_over = s.metric("axon_push_batches_handed_over_total").await;
+    match backend {
+        Backend::Postgres => assert!(handed_over >= 1, "no message was handed over to the evaluator"),
+        Backend::Sqlite => assert_eq!(handed_over, 0, "SQLite has no reservations to prove a message next"),
+    }
+    // The room's creation was read: its state events are written under the room's lock.
+    assert!(s.metric("axon_push_batches_read_total").await >= 1);
+
+    // Held: the first message's batch fails to record, and the second is not next.
+    hold_push_evaluation(&s).await;
+    s.send_text(&alice, &room, "held").await;
+    let last = mention(&s, &alice, &room, "held-mention", &bob).await;
+    release_push_evaluation(&s).await;
+    let sync = sync_until_event(&s, &bob, &since, &room, &last).await;
+    assert_eq!(counts(&sync, &room), (5, 1));
     s.stop().await;
 }

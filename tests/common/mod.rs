@@ -315,6 +315,19 @@ impl TestServer {
         response["room_id"].as_str().expect("room_id").to_owned()
     }
 
+    /// A metric's value on the `/metrics` listener (which the test's config must enable).
+    pub async fn metric(&self, name: &str) -> i64 {
+        let addr = self.running.as_ref().unwrap().metrics_addr.expect("metrics listener");
+        let metrics = self.http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+        let prefix = format!("{name} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .parse()
+            .unwrap()
+    }
+
     pub async fn send_text(&self, user: &User, room_id: &str, text: &str) -> String {
         let txn = random_suffix();
         let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
