@@ -93,9 +93,10 @@ type Ending = Option<(u16, &'static str)>;
 
 impl Connection {
     /// The stream's task. An idle stream holds this future for as long as it is open, so the
-    /// futures of what happens rarely (authentication, a client's frame, a revocation check) are
-    /// boxed, and the close is sent after the stream's loop, not from within it: inline, each
-    /// would add its size to every idle stream.
+    /// futures of what happens rarely (authentication, a client's frame, a revocation check, the
+    /// sending of a frame or a ping) are boxed, and the close is sent after the stream's loop, not
+    /// from within it: inline, each would add its size to every idle stream (the three sends made
+    /// it 5,128 bytes instead of 4,016).
     async fn run(mut self, params: StreamParams, header_token: Option<String>) {
         if let Some((code, reason)) = self.serve(params, header_token).await {
             let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
@@ -181,7 +182,7 @@ impl Connection {
                                 return REVOKED;
                             }
                             let answer = Box::pin(handle_frame(&services, &session, &text)).await;
-                            if let Err(ending) = self.send(answer).await {
+                            if let Err(ending) = Box::pin(self.send(answer)).await {
                                 return ending;
                             }
                         }
@@ -194,7 +195,7 @@ impl Connection {
                             return None;
                         }
                         unanswered_pings += 1;
-                        if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                        if Box::pin(self.socket.send(Message::Ping(Default::default()))).await.is_err() {
                             return None;
                         }
                     }
@@ -215,7 +216,7 @@ impl Connection {
                         if Box::pin(revoked(&services, &access_token)).await {
                             return REVOKED;
                         }
-                        if let Err(ending) = self.send(SyncFrame { kind: "sync", body: &body }).await {
+                        if let Err(ending) = Box::pin(self.send(SyncFrame { kind: "sync", body: &body })).await {
                             return ending;
                         }
                     }
