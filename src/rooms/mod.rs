@@ -353,9 +353,15 @@ impl Rooms {
             return stored.map(|_| None);
         };
         stream_write.took(stream);
-        stream_write.committed_with(stream, evaluation);
         let snapshot = state.snapshot;
-        Ok(Some(self.appended(state, event, stream, snapshot)))
+        // The members' syncs are woken first and the push evaluator last, which puts the evaluator,
+        // the next step towards delivery, in this worker's LIFO slot: it runs as soon as this task
+        // yields, not once an idle worker has woken to steal it.
+        // Waking syncs before `committed` is sound here only because on PostgreSQL they take the
+        // visible position from the database, where the event is committed already.
+        let appended = self.appended(state, event, stream, snapshot);
+        stream_write.committed_with(stream, evaluation);
+        Ok(Some(appended))
     }
 
     /// Builds, signs and authorizes an event on the room's current state.
