@@ -333,15 +333,30 @@ impl Rooms {
         transaction: Option<(&str, &str, &str)>,
         draft: &EventDraft,
     ) -> Result<Option<Appended>> {
+        // Redactions change another event as well: the locked path stores them.
+        let Some(snapshot_id) = state.snapshot.map(|(id, _)| id).filter(|_| draft.kind != "m.room.redaction") else {
+            return Ok(None);
+        };
+        let stream_write = self.events.begin();
+        // The position's round trip overlaps building and signing the event: polled first, the
+        // reservation queues and starts its statement's task, which sends it while this task
+        // yields, and only then prepares.
+        let (reserved, event) = tokio::join!(self.storage.reserve_event_position(now_ms()), async {
+            tokio::task::yield_now().await;
+            self.prepare(state, room_id, sender, draft)
+        });
+        let reserved = reserved?;
         // Refusals are left to the locked path: the cache may predate another process's write
         // (a join, say) that the locked path reloads.
-        let Ok(event) = self.prepare(state, room_id, sender, draft) else { return Ok(None) };
-        let Some(snapshot_id) = state.snapshot.map(|(id, _)| id) else { return Ok(None) };
-        if event.pdu.redacted_event().is_some() {
-            return Ok(None);
-        }
-        let stream_write = self.events.begin();
-        let reserved = self.storage.reserve_event_position(now_ms()).await?;
+        let event = match event {
+            Ok(event) if event.pdu.redacted_event().is_none() => event,
+            _ => {
+                if let Some(position) = reserved {
+                    let _ = self.storage.release_event_position(position).await;
+                }
+                return Ok(None);
+            }
+        };
         let prev: Vec<&str> = state.extremities.iter().map(|e| e.as_str()).collect();
         let auth: Vec<&str> = event.auth_events.iter().map(|e| e.as_str()).collect();
         let links = EventLinks { prev_events: &prev, auth_events: &auth, transaction };
