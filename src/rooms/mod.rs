@@ -311,9 +311,7 @@ impl Rooms {
         let stream = match persisted {
             Ok(stream) => stream,
             Err(e) => {
-                if let Some(position) = reserved {
-                    let _ = self.storage.release_event_position(position).await;
-                }
+                let _ = self.storage.release_event_position(reserved).await;
                 return Err(e);
             }
         };
@@ -348,23 +346,16 @@ impl Rooms {
         let reserved = reserved?;
         // Refusals are left to the locked path: the cache may predate another process's write
         // (a join, say) that the locked path reloads.
-        let event = match event {
-            Ok(event) if event.pdu.redacted_event().is_none() => event,
-            _ => {
-                if let Some(position) = reserved {
-                    let _ = self.storage.release_event_position(position).await;
-                }
-                return Ok(None);
-            }
+        let Ok(event) = event else {
+            let _ = self.storage.release_event_position(reserved).await;
+            return Ok(None);
         };
         let prev: Vec<&str> = state.extremities.iter().map(|e| e.as_str()).collect();
         let auth: Vec<&str> = event.auth_events.iter().map(|e| e.as_str()).collect();
         let links = EventLinks { prev_events: &prev, auth_events: &auth, transaction };
         let stored = self.storage.insert_message_at_head(state.head, &event.row(reserved, snapshot_id), &links).await;
         let Ok(Some(StoredMessage { position: stream, evaluation })) = stored else {
-            if let Some(position) = reserved {
-                let _ = self.storage.release_event_position(position).await;
-            }
+            let _ = self.storage.release_event_position(reserved).await;
             return stored.map(|_| None);
         };
         stream_write.took(stream);

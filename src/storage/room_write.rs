@@ -535,8 +535,10 @@ impl Storage {
         self.batches.messages.run(self, event).await?
     }
 
-    /// Gives up a reservation whose event was not stored.
-    pub async fn release_event_position(&self, position: i64) -> Result<()> {
+    /// Gives up a reservation whose event was not stored, as [`Self::reserve_event_position`]
+    /// returned it: `None` (SQLite) reserved nothing.
+    pub async fn release_event_position(&self, reserved: Option<i64>) -> Result<()> {
+        let Some(position) = reserved else { return Ok(()) };
         let pool = self.reservations.as_ref().unwrap_or(&self.pool);
         sqlx::query("DELETE FROM event_positions_in_flight WHERE position = $1").bind(position).execute(pool).await?;
         Ok(())
