@@ -1,13 +1,12 @@
 //! Prometheus metrics: request counts and latency histograms by endpoint group, served in the
 //! OpenMetrics text format on their own listener (`[listen] metrics`).
 
-use std::{sync::Mutex, time::Instant};
+use std::{sync::Mutex, time::Duration};
 
 use axum::{
-    extract::{MatchedPath, Request, State},
-    http::header,
-    middleware::Next,
-    response::{IntoResponse, Response},
+    extract::State,
+    http::{header, StatusCode},
+    response::IntoResponse,
     routing::get,
     Router,
 };
@@ -70,6 +69,15 @@ impl Metrics {
         Self { registry: Mutex::new(registry), requests, latency, presence_deadlines }
     }
 
+    /// Counts and times one answered request; `route` is the template of the route it matched.
+    pub fn record_request(&self, method: &str, route: Option<&str>, status: StatusCode, took: Duration) {
+        let group = route.map_or_else(|| "unmatched".to_owned(), endpoint_group);
+        self.latency
+            .get_or_create(&GroupLabels { method: method.to_owned(), group: group.clone() })
+            .observe(took.as_secs_f64());
+        self.requests.get_or_create(&RequestLabels { method: method.to_owned(), group, status: status.as_u16() }).inc();
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         if let Ok(registry) = self.registry.lock() {
@@ -104,23 +112,6 @@ fn endpoint_group(route: &str) -> String {
         "rooms" => format!("rooms/{}", segments.nth(1).unwrap_or("other")),
         other => other.to_owned(),
     }
-}
-
-pub async fn record(State(services): State<Services>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let group = match request.extensions().get::<MatchedPath>() {
-        Some(path) => endpoint_group(path.as_str()),
-        None => "unmatched".to_owned(),
-    };
-    let response = next.run(request).await;
-    let metrics = &services.metrics;
-    metrics
-        .latency
-        .get_or_create(&GroupLabels { method: method.clone(), group: group.clone() })
-        .observe(started.elapsed().as_secs_f64());
-    metrics.requests.get_or_create(&RequestLabels { method, group, status: response.status().as_u16() }).inc();
-    response
 }
 
 /// The router of the metrics listener.

@@ -1,25 +1,26 @@
-//! axum glue: the router, the `Ruma<T>` extractor, the Matrix error response, limits, CORS and
-//! metrics. Endpoints are registered from ruma's metadata (method and every path the spec has
-//! given them), so no Client-Server path is typed by hand.
+//! axum glue: the router, the `Ruma<T>` extractor, the Matrix error response, limits, and what
+//! every request goes through (`requests`: CORS, metrics, writes run to completion). Endpoints are registered from ruma's
+//! metadata (method and every path the spec has given them), so no Client-Server path is typed by
+//! hand.
 
 pub mod connections;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+mod requests;
 mod ruma;
 
-use std::future::Future;
+use std::{future::Future, marker::PhantomData, pin::Pin};
 
 use ::ruma::api::{path_builder::PathBuilder, IncomingRequest};
 use axum::{
     extract::{Request, State},
-    http::{header, Method, StatusCode},
-    middleware,
+    handler::Handler,
     response::{IntoResponse, Response},
     routing::{on, MethodFilter, MethodRouter},
     Extension, Router,
 };
-use tower_http::cors::{Any, CorsLayer};
+use futures_util::{future::Either, FutureExt};
 
 pub use self::ruma::{Ruma, RumaResponse, TokenPolicy};
 
@@ -41,31 +42,63 @@ pub trait EndpointRouter {
 /// Registers an endpoint parsed with ruma's request type whose response Axon builds as JSON itself
 /// (`/sync`, whose body the WebSocket stream shares).
 pub trait JsonEndpointRouter {
-    fn json_endpoint<T, H, Fut, R>(self, handler: H) -> Self
+    /// `handler` is an `async fn(Services, Ruma<T>) -> Result<R, Error>` whose `R` serializes as
+    /// JSON (the bounds are `JsonHandler`'s).
+    fn json_endpoint<T, H>(self, handler: H) -> Self
     where
-        T: IncomingRequest + Send + 'static,
-        T::Authentication: TokenPolicy,
-        H: Fn(Services, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, Error>> + Send + 'static,
-        R: serde::Serialize + Send + 'static;
+        T: IncomingRequest + 'static,
+        JsonHandler<T, H>: Handler<Extracted, Services>;
 }
 
 impl JsonEndpointRouter for Router<Services> {
-    fn json_endpoint<T, H, Fut, R>(self, handler: H) -> Self
+    fn json_endpoint<T, H>(self, handler: H) -> Self
     where
-        T: IncomingRequest + Send + 'static,
-        T::Authentication: TokenPolicy,
-        H: Fn(Services, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, Error>> + Send + 'static,
-        R: serde::Serialize + Send + 'static,
+        T: IncomingRequest + 'static,
+        JsonHandler<T, H>: Handler<Extracted, Services>,
     {
-        // The handler is called before the future that awaits it is made, so that future does not
-        // also hold the parsed request: an idle long-poll holds it for its whole wait.
-        let method_router = on(method_filter::<T>(), move |State(services): State<Services>, request: Ruma<T>| {
-            let answer = handler(services, request);
-            async move { answer.await.map(axum::Json) }
-        });
+        let method_router = on(method_filter::<T>(), JsonHandler { handler, endpoint: PhantomData::<fn() -> T> });
         route_all_paths::<T>(self, method_router)
+    }
+}
+
+/// A handler whose long wait (a long-poll) holds as little as can be. axum's handler for a closure
+/// is an `async` block that keeps the request's parts (about 250 bytes) and, when the closure
+/// returns an `async` block too, the handler's future twice (the one captured and the one it
+/// awaits); an idle long-poll holds all of it for its whole wait (BENCHMARKS.md, idle
+/// connections). Here the request is extracted first, in its own box, and its handler's future
+/// takes that box's place.
+pub struct JsonHandler<T, H> {
+    handler: H,
+    endpoint: PhantomData<fn() -> T>,
+}
+
+impl<T, H: Clone> Clone for JsonHandler<T, H> {
+    fn clone(&self) -> Self {
+        Self { handler: self.handler.clone(), endpoint: PhantomData }
+    }
+}
+
+/// `JsonHandler`'s marker among axum's handler kinds.
+pub struct Extracted;
+
+impl<T, H, Fut, R> Handler<Extracted, Services> for JsonHandler<T, H>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: TokenPolicy,
+    H: Fn(Services, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, Error>> + Send + 'static,
+    R: serde::Serialize + Send + 'static,
+{
+    type Future = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+    fn call(self, request: Request, services: Services) -> Self::Future {
+        let extracted = Ruma::<T>::extract_owned(request, services.clone());
+        Box::pin(extracted.then(move |request| match request {
+            Ok(request) => {
+                Either::Left((self.handler)(services, request).map(|answer| answer.map(axum::Json).into_response()))
+            }
+            Err(rejection) => Either::Right(std::future::ready(rejection.into_response())),
+        }))
     }
 }
 
@@ -112,46 +145,10 @@ pub fn router(services: Services) -> Router {
     crate::client::routes(Router::new())
         .fallback(|| async { Error::Unrecognized })
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(run_writes_to_completion))
-        .layer(middleware::from_fn_with_state(services.clone(), metrics::record))
-        .layer(cors())
+        .layer(requests::RequestLayer::new(services.metrics.clone()))
         .with_state(services)
 }
 
-/// Browsers (Element Web) call from other origins; the spec asks for these headers on every
-/// response and for OPTIONS to be answered (spec: "Web Browser Clients").
-fn cors() -> CorsLayer {
-    CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            header::ACCEPT,
-            "x-requested-with".parse().expect("valid header name"),
-        ])
-        .max_age(std::time::Duration::from_secs(86400))
-}
-
-/// A request that may change something runs to its end even when its client hangs up: hyper drops
-/// the request's future when the connection closes, and a write dropped halfway leaves what it
-/// began behind. On PostgreSQL an event's position reserved but never stored holds back every
-/// sync, in every process, until the reservation is dropped as stale; an event stored but never
-/// announced reaches its room's members only with the room's next event. Reads (a long-poll
-/// above all) still end with their connection.
-async fn run_writes_to_completion(request: Request, next: middleware::Next) -> Response {
-    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return next.run(request).await;
-    }
-    tokio::spawn(next.run(request))
-        .await
-        .unwrap_or_else(|e| Error::internal(format!("request handler failed: {e}")).into_response())
-}
-
-async fn method_not_allowed(request: Request) -> Response {
-    if request.method() == Method::OPTIONS {
-        // A preflight the CORS layer did not take (no Origin header) still gets a plain answer.
-        return StatusCode::NO_CONTENT.into_response();
-    }
-    Error::MethodNotAllowed.into_response()
+async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
 }

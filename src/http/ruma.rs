@@ -2,7 +2,11 @@
 //! limit, resolves the access token as the endpoint's auth scheme requires, and parses the request
 //! with ruma's type for the endpoint; `RumaResponse` turns ruma's response type back into HTTP.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::{
+    future::Future,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    pin::Pin,
+};
 
 use axum::{
     body::Body,
@@ -83,6 +87,20 @@ where
         // Boxed: inline, the extraction's state (body read, token lookup) would stay reserved in
         // the handler's future for as long as the request lasts, a long-poll's whole wait.
         Box::pin(Self::extract(request, services)).await
+    }
+}
+
+impl<T> Ruma<T>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: TokenPolicy,
+{
+    /// The extraction as a boxed future that owns what it needs, for a handler that chains it.
+    pub(super) fn extract_owned(
+        request: Request,
+        services: Services,
+    ) -> Pin<Box<dyn Future<Output = Result<Self>> + Send>> {
+        Box::pin(async move { Self::extract(request, &services).await })
     }
 }
 

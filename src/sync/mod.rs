@@ -17,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::future::Either;
 use serde_json::{json, Value as JsonValue};
 use tokio::sync::watch;
 
@@ -166,11 +167,11 @@ impl SyncService {
             // Events held back were announced already: their notification will not come again.
             // Evaluation follows the visible position, so its moving on is what wakes this sync,
             // both for events awaiting evaluation and for events behind an earlier write.
-            let evaluated = async {
-                match held_back_after {
-                    Some(shown) => self.push.evaluated_past(shown).await,
-                    None => std::future::pending().await,
-                }
+            // Boxed, and only when there is something to wait for: inline, its timer and watch
+            // would be reserved in every idle sync's state.
+            let evaluated = match held_back_after {
+                Some(shown) => Either::Left(Box::pin(self.push.evaluated_past(shown))),
+                None => Either::Right(std::future::pending()),
             };
             tokio::select! {
                 _ = &mut notified => {}
