@@ -37,7 +37,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one server-side wait for news lasts before it is renewed.
 const SYNC_WAIT: Duration = Duration::from_secs(30);
 
-const WS_BUFFER_BYTES: usize = 4096;
+/// tungstenite's read buffer, which an idle stream keeps (zero-filled, so resident) for the next
+/// read: a client's frame is a few hundred bytes, and a larger one (a long message) is read in
+/// more steps. 4 KiB here made it the largest part of an idle stream (BENCHMARKS.md).
+const WS_BUFFER_BYTES: usize = 1024;
 
 const CLOSE_UNKNOWN_TOKEN: u16 = 4401;
 const CLOSE_AUTH_TIMEOUT: u16 = 4408;
@@ -79,7 +82,7 @@ pub async fn upgrade(
     ws.protocols(["m.json"])
         .read_buffer_size(WS_BUFFER_BYTES)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| Connection { s, socket }.run(params, token))
+        .on_upgrade(move |socket| Connection { s, socket }.run(Box::new(params), token))
 }
 
 struct Connection {
@@ -97,7 +100,9 @@ impl Connection {
     /// sending of a frame or a ping) are boxed, and the close is sent after the stream's loop, not
     /// from within it: inline, each would add its size to every idle stream (the three sends made
     /// it 5,128 bytes instead of 4,016).
-    async fn run(mut self, params: StreamParams, header_token: Option<String>) {
+    /// `params` is boxed: both this future and `serve`'s keep their arguments for as long as they
+    /// last.
+    async fn run(mut self, params: Box<StreamParams>, header_token: Option<String>) {
         if let Some((code, reason)) = self.serve(params, header_token).await {
             let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
             let _ = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
@@ -135,7 +140,7 @@ impl Connection {
         }
     }
 
-    async fn serve(&mut self, params: StreamParams, header_token: Option<String>) -> Ending {
+    async fn serve(&mut self, params: Box<StreamParams>, header_token: Option<String>) -> Ending {
         const REVOKED: Ending = Some((CLOSE_UNKNOWN_TOKEN, "the access token was revoked"));
         const SHUTTING_DOWN: Ending = Some((CLOSE_SHUTTING_DOWN, "server shutting down"));
         let (session, access_token) = match Box::pin(self.authenticate(header_token)).await {
@@ -170,36 +175,41 @@ impl Connection {
                 timeout: SYNC_WAIT,
                 set_presence: &set_presence,
             };
-            let sync = services.sync.sync(&request, shutdown.clone());
-            tokio::pin!(sync);
-            // Wait for news while answering the client's frames and keeping the connection alive.
-            let outcome = loop {
-                tokio::select! {
-                    result = &mut sync => break Some(result),
-                    frame = self.socket.next() => match frame {
-                        Some(Ok(Message::Text(text))) => {
-                            if Box::pin(revoked(&services, &access_token)).await {
-                                return REVOKED;
+            // The sync's future is dropped before its answer is handled (its block ends), so the
+            // two take the same room in this future's state; the answer is boxed besides, as it
+            // would otherwise be reserved twice (the outcome, and the body moved out of it).
+            let outcome = {
+                let sync = services.sync.sync(&request, shutdown.clone());
+                tokio::pin!(sync);
+                // Wait for news while answering the client's frames and keeping the connection alive.
+                loop {
+                    tokio::select! {
+                        result = &mut sync => break Some(result.map(Box::new)),
+                        frame = self.socket.next() => match frame {
+                            Some(Ok(Message::Text(text))) => {
+                                if Box::pin(revoked(&services, &access_token)).await {
+                                    return REVOKED;
+                                }
+                                let answer = Box::pin(handle_frame(&services, &session, &text)).await;
+                                if let Err(ending) = Box::pin(self.send(answer)).await {
+                                    return ending;
+                                }
                             }
-                            let answer = Box::pin(handle_frame(&services, &session, &text)).await;
-                            if let Err(ending) = Box::pin(self.send(answer)).await {
-                                return ending;
+                            Some(Ok(Message::Pong(_))) => unanswered_pings = 0,
+                            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                            Some(Ok(_)) => {}
+                        },
+                        _ = ping.tick() => {
+                            if unanswered_pings >= 2 {
+                                return None;
+                            }
+                            unanswered_pings += 1;
+                            if Box::pin(self.socket.send(Message::Ping(Default::default()))).await.is_err() {
+                                return None;
                             }
                         }
-                        Some(Ok(Message::Pong(_))) => unanswered_pings = 0,
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-                        Some(Ok(_)) => {}
-                    },
-                    _ = ping.tick() => {
-                        if unanswered_pings >= 2 {
-                            return None;
-                        }
-                        unanswered_pings += 1;
-                        if Box::pin(self.socket.send(Message::Ping(Default::default()))).await.is_err() {
-                            return None;
-                        }
+                        _ = shutdown.changed() => break None,
                     }
-                    _ = shutdown.changed() => break None,
                 }
             };
             match outcome {

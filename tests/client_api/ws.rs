@@ -241,6 +241,18 @@ async fn methods_match_rest(backend: Backend) {
     ] {
         assert_eq!(request(&mut ws, id, method, params).await["error"]["errcode"], errcode, "{method}");
     }
+    // A frame many times the server's read buffer (1 KiB) arrives whole.
+    let long = "y".repeat(20_000);
+    let sent = request(
+        &mut ws,
+        "l1",
+        "send",
+        json!({"room_id": room, "type": "m.room.message", "content": {"msgtype": "m.text", "body": long}}),
+    )
+    .await;
+    let long_id = sent["result"]["event_id"].as_str().unwrap_or_else(|| panic!("{sent}"));
+    let stored = s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{long_id}"), Some(&bob.token)).await;
+    assert_eq!(stored.1["content"]["body"], long.as_str());
     let mut outsider_ws = connect(&s, Some(&outsider.token), "").await;
     frame(&mut outsider_ws).await;
     let refused = request(
