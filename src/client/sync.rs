@@ -1,6 +1,6 @@
 //! `GET /sync` (spec: "Syncing") and filters (spec: "Filtering").
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use ruma::api::client::{
     filter::{create_filter::v3 as create_filter, get_filter::v3 as get_filter, FilterDefinition},
@@ -26,8 +26,7 @@ pub fn sync(s: Services, req: Ruma<sync_events::Request>) -> impl Future<Output 
     async move {
         let mut call = call?;
         if let Some(id) = call.filter_id.take() {
-            let definition = Box::pin(stored_filter(&s, call.session.user_id.as_str(), &id)).await?;
-            call.filter = SyncFilter::from_definition(&definition);
+            call.filter = Box::pin(stored_sync_filter(&s, call.session.user_id.as_str(), &id)).await?;
         }
         let request = SyncRequest {
             user_id: call.session.user_id.as_str(),
@@ -45,7 +44,7 @@ pub fn sync(s: Services, req: Ruma<sync_events::Request>) -> impl Future<Output 
 /// What a `/sync` request asks, owned (`SyncRequest` borrows from it).
 struct SyncCall {
     session: Session,
-    filter: SyncFilter,
+    filter: Arc<SyncFilter>,
     /// A stored filter to load in place of `filter`.
     filter_id: Option<String>,
     since: Option<StreamToken>,
@@ -60,14 +59,13 @@ impl SyncCall {
         let session = session.ok_or(Error::MissingToken)?;
         let sync_events::Request { filter, since, full_state, set_presence, timeout, .. } = body;
         let (filter, filter_id) = match filter {
-            None => (SyncFilter::default(), None),
             Some(Filter::FilterDefinition(definition)) => (SyncFilter::from_definition(&definition), None),
             Some(Filter::FilterId(id)) => (SyncFilter::default(), Some(id)),
-            Some(_) => (SyncFilter::default(), None),
+            None | Some(_) => (SyncFilter::default(), None),
         };
         Ok(Box::new(Self {
             session,
-            filter,
+            filter: Arc::new(filter),
             filter_id,
             since: since.map(|since| StreamToken::parse(&since)).transpose()?,
             full_state,
@@ -79,10 +77,24 @@ impl SyncCall {
 }
 
 /// A filter the user stored (`POST /user/{userId}/filter`), by its ID.
-pub(super) async fn stored_filter(s: &Services, user_id: &str, id: &str) -> Result<FilterDefinition> {
-    let id: i64 = id.parse().map_err(|_| Error::InvalidParam(format!("unknown filter {id:?}")))?;
+async fn stored_filter(s: &Services, user_id: &str, id: i64) -> Result<FilterDefinition> {
     let text = s.storage.filter(user_id, id).await?.ok_or_else(|| Error::NotFound("unknown filter".into()))?;
     serde_json::from_str(&text).map_err(Error::internal)
+}
+
+fn filter_number(id: &str) -> Result<i64> {
+    id.parse().map_err(|_| Error::InvalidParam(format!("unknown filter {id:?}")))
+}
+
+/// A stored filter as a sync applies it, read and parsed once per process (`StoredFilters`).
+pub(super) async fn stored_sync_filter(s: &Services, user_id: &str, id: &str) -> Result<Arc<SyncFilter>> {
+    let id = filter_number(id)?;
+    if let Some(filter) = s.sync.stored_filters().get(user_id, id) {
+        return Ok(filter);
+    }
+    let filter = Arc::new(SyncFilter::from_definition(&stored_filter(s, user_id, id).await?));
+    s.sync.stored_filters().insert(user_id, id, filter.clone());
+    Ok(filter)
 }
 
 pub async fn create(s: Services, req: Ruma<create_filter::Request>) -> Result<create_filter::Response> {
@@ -96,5 +108,6 @@ pub async fn create(s: Services, req: Ruma<create_filter::Request>) -> Result<cr
 pub async fn get(s: Services, req: Ruma<get_filter::Request>) -> Result<get_filter::Response> {
     let session = req.require_session()?;
     session.require_user(&req.body.user_id, "filters")?;
-    Ok(get_filter::Response::new(stored_filter(&s, session.user_id.as_str(), &req.body.filter_id).await?))
+    let id = filter_number(&req.body.filter_id)?;
+    Ok(get_filter::Response::new(stored_filter(&s, session.user_id.as_str(), id).await?))
 }

@@ -3,7 +3,7 @@
 //! there is news; the client may call `ping`, `send`, `state`, `typing`, `receipt`, `read_markers`,
 //! `set_presence` with `{"id","method","params"}` and gets `{"id","result"}` or `{"id","error"}`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     extract::{
@@ -151,7 +151,7 @@ impl Connection {
             return Some((CLOSE_BAD_SINCE, "since is not a usable sync token"));
         };
         let filter = match params.filter.as_deref() {
-            None => SyncFilter::default(),
+            None => Arc::new(SyncFilter::default()),
             Some(text) => match Box::pin(stream_filter(&self.s, &session, text)).await {
                 Ok(filter) => filter,
                 Err(_) => return Some((CLOSE_BAD_SINCE, "unknown or invalid filter")),
@@ -256,13 +256,12 @@ struct SyncFrame<'a> {
     body: &'a crate::sync::SyncResponse,
 }
 
-async fn stream_filter(s: &Services, session: &Session, text: &str) -> Result<SyncFilter> {
-    let definition: FilterDefinition = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).map_err(|e| Error::BadJson(e.to_string()))?
-    } else {
-        super::sync::stored_filter(s, session.user_id.as_str(), text).await?
-    };
-    Ok(SyncFilter::from_definition(&definition))
+async fn stream_filter(s: &Services, session: &Session, text: &str) -> Result<Arc<SyncFilter>> {
+    if !text.trim_start().starts_with('{') {
+        return super::sync::stored_sync_filter(s, session.user_id.as_str(), text).await;
+    }
+    let definition: FilterDefinition = serde_json::from_str(text).map_err(|e| Error::BadJson(e.to_string()))?;
+    Ok(Arc::new(SyncFilter::from_definition(&definition)))
 }
 
 /// Answers one client frame.

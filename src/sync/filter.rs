@@ -5,7 +5,46 @@ use ruma::{
     OwnedUserId,
 };
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
 use crate::rooms::RoomEventFilter;
+
+/// Users whose stored filters are remembered, and filters remembered for one user (a client uses
+/// one or two; a user who makes a new one for every sync must not grow this without end); beyond
+/// either the memory starts over.
+const MAX_FILTER_USERS: usize = 100_000;
+const MAX_FILTERS_PER_USER: usize = 8;
+
+/// Stored filters (`POST /user/{userId}/filter`) already parsed, by user and filter ID. A stored
+/// filter never changes (the API only adds new ones), so an entry cannot go stale. Element names
+/// its filter by ID on every `/sync`: this spares each of those a database read, and its waiting
+/// state a filter of its own.
+#[derive(Clone, Default)]
+pub struct StoredFilters(Arc<Mutex<HashMap<String, FiltersById>>>);
+
+type FiltersById = HashMap<i64, Arc<SyncFilter>>;
+
+impl StoredFilters {
+    pub fn get(&self, user_id: &str, id: i64) -> Option<Arc<SyncFilter>> {
+        let users = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        users.get(user_id)?.get(&id).cloned()
+    }
+
+    pub fn insert(&self, user_id: &str, id: i64, filter: Arc<SyncFilter>) {
+        let mut users = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if users.len() >= MAX_FILTER_USERS && !users.contains_key(user_id) {
+            users.clear();
+        }
+        let filters = users.entry(user_id.to_owned()).or_default();
+        if filters.len() >= MAX_FILTERS_PER_USER {
+            filters.clear();
+        }
+        filters.insert(id, filter);
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SyncFilter {
@@ -83,5 +122,24 @@ impl SyncFilter {
     pub fn wants_room(&self, room_id: &str) -> bool {
         self.rooms.as_ref().is_none_or(|r| r.iter().any(|id| id == room_id))
             && !self.not_rooms.iter().any(|id| id == room_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_filters_stay_bounded_per_user() {
+        let filters = StoredFilters::default();
+        let filter = Arc::new(SyncFilter::default());
+        for id in 0..MAX_FILTERS_PER_USER as i64 {
+            filters.insert("@a:x", id, filter.clone());
+        }
+        assert!(filters.get("@a:x", 0).is_some());
+        filters.insert("@a:x", 100, filter.clone());
+        assert!(filters.get("@a:x", 0).is_none(), "the ninth filter starts the user's memory over");
+        assert!(filters.get("@a:x", 100).is_some());
+        assert!(filters.get("@b:x", 100).is_none(), "filters are the user's own");
     }
 }

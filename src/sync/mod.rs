@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 pub use self::{
     event_stream::{EventStream, StreamWrite},
-    filter::SyncFilter,
+    filter::{StoredFilters, SyncFilter},
     notifier::Notifier,
     response::SyncResponse,
     token::StreamToken,
@@ -80,6 +80,7 @@ pub struct SyncService {
     /// before it was built, and whether it held events back. A long-poll from that token with the
     /// stamp unchanged has nothing to find, and waits without reading the database first.
     answered: Arc<std::sync::Mutex<HashMap<(String, String), Answered>>>,
+    stored_filters: StoredFilters,
 }
 
 struct Answered {
@@ -100,7 +101,16 @@ impl SyncService {
         presence: Presence,
         push: Push,
     ) -> Self {
-        Self { rooms, notifier, events, typing, presence, push, answered: Arc::default() }
+        Self {
+            rooms,
+            notifier,
+            events,
+            typing,
+            presence,
+            push,
+            answered: Arc::default(),
+            stored_filters: StoredFilters::default(),
+        }
     }
 
     /// The current position of every stream, and whether the token stops short of a committed
@@ -430,6 +440,10 @@ impl SyncService {
 
     pub fn presence(&self) -> &Presence {
         &self.presence
+    }
+
+    pub fn stored_filters(&self) -> &StoredFilters {
+        &self.stored_filters
     }
 
     pub fn events(&self) -> &EventStream {

@@ -339,6 +339,11 @@ async fn timeline_limit_and_lazy_members(backend: Backend) {
     assert_eq!(stored["room"]["timeline"]["limit"], 3);
     let by_id = s.get(&format!("/_matrix/client/v3/sync?filter={id}"), Some(&carol.token)).await.1;
     assert_eq!(timeline(&by_id, &room).len(), 3);
+    // Again, from the process's parsed copy; it is carol's alone.
+    let again = s.get(&format!("/_matrix/client/v3/sync?filter={id}"), Some(&carol.token)).await.1;
+    assert_eq!(timeline(&again, &room).len(), 3);
+    assert_error(&s.get(&format!("/_matrix/client/v3/sync?filter={id}"), Some(&bob.token)).await, 404, "M_NOT_FOUND");
+    assert_error(&s.get("/_matrix/client/v3/sync?filter=abc", Some(&carol.token)).await, 400, "M_INVALID_PARAM");
     assert_error(
         &s.get(&format!("/_matrix/client/v3/user/{}/filter/{id}", carol.user_id), Some(&bob.token)).await,
         403,
