@@ -1,7 +1,7 @@
 //! axum glue: the router, the `Ruma<T>` extractor, the Matrix error response, limits, and what
-//! every request goes through (`requests`: CORS, metrics, writes run to completion). Endpoints are registered from ruma's
-//! metadata (method and every path the spec has given them), so no Client-Server path is typed by
-//! hand.
+//! every request goes through (`requests`: CORS, metrics, writes run to completion). Endpoints are
+//! registered from ruma's metadata (method and every path the spec has given them), so no
+//! Client-Server path is typed by hand.
 
 pub mod connections;
 pub mod error;

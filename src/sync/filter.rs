@@ -1,13 +1,13 @@
 //! The parts of a sync filter (spec: "Filtering") that shape a sync response.
 
-use ruma::{
-    api::client::filter::{Filter as RumaEventFilter, FilterDefinition, RoomEventFilter as RumaRoomEventFilter},
-    OwnedUserId,
-};
-
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+};
+
+use ruma::{
+    api::client::filter::{Filter as RumaEventFilter, FilterDefinition, RoomEventFilter as RumaRoomEventFilter},
+    OwnedUserId,
 };
 
 use crate::rooms::RoomEventFilter;
