@@ -325,7 +325,10 @@ impl Storage {
     /// inserted read, and each action is numbered after the totals as they were. The sender's
     /// reads go through the unread index one (user, room) at a time and are updated by row
     /// address: a join would let the planner, which cannot know how many senders the JSON holds,
-    /// hash every unread row of the server. The totals are read the same way (`LATERAL`).
+    /// hash every unread row of the server. The totals are read the same way (`LATERAL`, kept
+    /// from being flattened into a join by `OFFSET 0`): as a join, a generic plan made while the
+    /// table was small hashes all of `event_push_totals` for every batch until the table's next
+    /// ANALYZE.
     async fn record_push_evaluation_at_once(
         &self,
         from: i64,
@@ -362,7 +365,7 @@ impl Storage {
                FROM json_to_recordset($3::json) AS v(user_id TEXT, stream_ordering BIGINT, room_id TEXT, \
                event_id TEXT, thread_id TEXT, actions TEXT, highlight BOOLEAN, ts BIGINT, unread BOOLEAN) \
                LEFT JOIN LATERAL (SELECT notifications, highlights FROM event_push_totals t WHERE t.user_id = v.user_id \
-                 AND t.room_id = v.room_id AND t.thread_id = v.thread_id) t ON true \
+                 AND t.room_id = v.room_id AND t.thread_id = v.thread_id OFFSET 0) t ON true \
                WINDOW w AS (PARTITION BY v.user_id, v.room_id, v.thread_id ORDER BY v.stream_ordering)), \
              actions AS (INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, thread_id, \
                actions, highlight, ts, unread, notifications_before, highlights_before) \
