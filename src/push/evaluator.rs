@@ -98,14 +98,14 @@ impl Evaluator {
     /// were a fifth of send-throughput's machine time.
     async fn batch(&mut self, after_commit: bool) -> Result<bool> {
         let storage = self.push.storage.clone();
-        let evaluated = *self.push.evaluated.borrow();
+        let (evaluated, visible) = (*self.push.evaluated.borrow(), self.events.visible());
         // A batch a writer handed over saves reading it; one from before the last recorded
         // position is stale (and would fail to record anyway).
         let handed_over = self.events.take_next_to_evaluate().filter(|next| next.from >= evaluated);
         let (batch, counter) = match handed_over {
             Some(batch) => (batch, self.push.batches.handed_over.clone()),
-            None if after_commit && evaluated >= self.events.visible() => return Ok(false),
-            None => (storage.events_to_evaluate(self.events.visible(), BATCH).await?, self.push.batches.read.clone()),
+            None if after_commit && evaluated >= visible => return Ok(false),
+            None => (storage.events_to_evaluate(visible, BATCH).await?, self.push.batches.read.clone()),
         };
         let (positions, from, upto, rows) = (batch.positions, batch.from, batch.upto, batch.events);
         if upto <= from {
