@@ -16,7 +16,7 @@ use crate::{
     push::{EvaluationBatches, Push},
     rooms::Rooms,
     storage::Storage,
-    sync::{EventStream, Notifier, SyncService},
+    sync::{EventStream, Notifier, RememberedStarts, SyncService},
 };
 
 /// Cheap to clone: one pointer. Every request's future holds it for the whole request, idle
@@ -53,11 +53,20 @@ impl Services {
         .await?;
         let presence = Presence::new(config.presence.clone(), storage.clone(), notifier.clone());
         let batches = EvaluationBatches::default();
-        let metrics = Arc::new(Metrics::new(&batches));
+        let remembered_starts = RememberedStarts::default();
+        let metrics = Arc::new(Metrics::new(&batches, &remembered_starts));
         let push =
             Push::new(storage.clone(), config.server_name.clone(), config.push.clone(), notifier.clone(), batches);
         let keys = Keys::new(storage.clone(), config.server_name.clone(), notifier.clone());
-        let sync = SyncService::new(rooms.clone(), notifier, events, Typing::default(), presence, push.clone());
+        let sync = SyncService::new(
+            rooms.clone(),
+            notifier,
+            events,
+            Typing::default(),
+            presence,
+            push.clone(),
+            remembered_starts,
+        );
         Ok(Self(Arc::new(ServiceSet {
             sync,
             push,

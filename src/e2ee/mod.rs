@@ -99,6 +99,9 @@ impl Keys {
         self.storage.upload_keys(user_id.as_str(), device_id, device_keys.as_deref(), &one_time, &fallback).await?;
         if device_keys.is_some() {
             self.announce(user_id.as_str()).await?;
+        } else if !one_time.is_empty() || !fallback.is_empty() {
+            // The device's key counts changed: a sync answering from remembered counts must not.
+            self.notifier.wake([user_id.as_str()]);
         }
         let (counts, _) = self.storage.key_counts(user_id.as_str(), device_id).await?;
         Ok(counts.into_iter().collect())
@@ -189,6 +192,10 @@ impl Keys {
             if !of_user.is_empty() {
                 claimed.insert(user.clone(), JsonValue::Object(of_user));
             }
+        }
+        // Their devices' key counts changed: a sync answering from remembered counts must not.
+        if !claimed.is_empty() {
+            self.notifier.wake(claimed.keys().map(String::as_str));
         }
         Ok(json!({"one_time_keys": claimed, "failures": failures}))
     }

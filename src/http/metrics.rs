@@ -16,7 +16,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{push::EvaluationBatches, services::Services};
+use crate::{push::EvaluationBatches, services::Services, sync::RememberedStarts};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -40,8 +40,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The process's metrics, with the push evaluator's `batches`.
-    pub fn new(batches: &EvaluationBatches) -> Self {
+    /// The process's metrics, with the push evaluator's `batches` and how syncs began.
+    pub fn new(batches: &EvaluationBatches, starts: &RememberedStarts) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<GroupLabels, Histogram>::new_with_constructor(|| {
             // 0.25 ms … ~8 s: message delivery is measured in milliseconds, long-polls in seconds.
@@ -65,6 +65,16 @@ impl Metrics {
             "push_batches_handed_over",
             "Push evaluation batches of one event, handed over by its writer without a read",
             batches.handed_over.clone(),
+        );
+        registry.register(
+            "sync_starts_remembered",
+            "Syncs woken for new messages alone that took their start from the previous answer",
+            starts.used.clone(),
+        );
+        registry.register(
+            "sync_starts_outdated",
+            "Syncs whose remembered start a membership change or a write in flight outdated: read again",
+            starts.outdated.clone(),
         );
         Self { registry: Mutex::new(registry), requests, latency, presence_deadlines }
     }

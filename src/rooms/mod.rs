@@ -360,13 +360,13 @@ impl Rooms {
         };
         stream_write.took(stream);
         let snapshot = state.snapshot;
-        // The members' syncs are woken first and the push evaluator last, which puts the evaluator,
-        // the next step towards delivery, in this worker's LIFO slot: it runs as soon as this task
-        // yields, not once an idle worker has woken to steal it.
-        // Waking syncs before `committed` is sound here only because on PostgreSQL they take the
-        // visible position from the database, where the event is committed already.
+        // Readers see the commit before the members' syncs are woken (a sync woken for messages
+        // alone takes its bound from memory), and the push evaluator hears of it last, which puts
+        // it, the next step towards delivery, in this worker's LIFO slot: it runs as soon as this
+        // task yields, not once an idle worker has woken to steal it.
+        stream_write.committed_unannounced(stream, evaluation);
         let appended = self.appended(state, event, stream, snapshot);
-        stream_write.committed_with(stream, evaluation);
+        self.events.announce_commit();
         Ok(Some(appended))
     }
 
@@ -450,7 +450,13 @@ impl Rooms {
         // Everyone in the room, and whoever a membership change concerns (a kicked user too).
         let members = state.members_with(&["join", "invite"]);
         let target = draft.state_key.as_deref().filter(|_| draft.kind == "m.room.member");
-        self.notifier.wake(members.iter().map(|(user, _)| user.as_str()).chain(target));
+        let woken = members.iter().map(|(user, _)| user.as_str()).chain(target);
+        // A redaction changes what other events (state among them) show.
+        if draft.state_key.is_none() && draft.kind != "m.room.redaction" {
+            self.notifier.wake_for_messages(woken);
+        } else {
+            self.notifier.wake(woken);
+        }
         Appended { event_id: event.event_id, stream_ordering: stream }
     }
 

@@ -341,6 +341,15 @@ impl Storage {
         Ok(found)
     }
 
+    /// The stream ordering of the user's latest membership change (rooms not forgotten).
+    pub async fn newest_membership(&self, user_id: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(stream_ordering) FROM room_memberships WHERE user_id = $1 AND forgotten = 0")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
     /// The user's memberships (not forgotten) with the stream ordering of their latest change.
     pub async fn memberships_of_user(&self, user_id: &str) -> Result<Vec<(String, String, i64)>> {
         let rows = sqlx::query(

@@ -44,7 +44,7 @@ pub use relations::{RelatedRow, RelationQuery, ThreadReply};
 pub use room_write::{EventLinks, NewEvent, NewRelation, RoomWrite, StoredMessage};
 pub use rooms::RoomRow;
 pub use search::{DirectoryRow, EventSearch};
-pub use sync_news::{RoomNews, UnreadCount};
+pub use sync_news::{NewsSnapshot, RoomNews, UnreadCount};
 pub use sync_start::SyncStart;
 pub use uia::UiaSessionRow;
 pub use users::UserRow;

@@ -31,6 +31,17 @@ pub struct RoomNews {
     pub unread_counts: Vec<UnreadCount>,
     /// The rooms `unread_counts` covers, sorted: a room here without a row has nothing unread.
     pub counted_rooms: Vec<String>,
+    /// Read with the events, in the same snapshot: the lowest event position still being
+    /// written (PostgreSQL reservations), and the position of the user's latest membership change.
+    /// A sync that took its position and memberships from memory checks them (see `sync::build`).
+    pub snapshot: NewsSnapshot,
+}
+
+/// See [`RoomNews::snapshot`].
+#[derive(Default, Clone, Copy)]
+pub struct NewsSnapshot {
+    pub lowest_in_flight: Option<i64>,
+    pub newest_membership: Option<i64>,
 }
 
 impl Storage {
@@ -47,7 +58,10 @@ impl Storage {
         if self.backend == Backend::Sqlite {
             // Local: two statements cost no round trip.
             let events = self.recent_events_of_rooms(room_ids, after, upto, per_room).await?;
-            let mut news = RoomNews { events, unread_counts: Vec::new(), counted_rooms: Vec::new() };
+            // One process writes: what is in flight is known in memory.
+            let snapshot =
+                NewsSnapshot { lowest_in_flight: None, newest_membership: self.newest_membership(user_id).await? };
+            let mut news = RoomNews { events, snapshot, ..RoomNews::default() };
             news.settle();
             let counted: Vec<&str> = news.counted_rooms.iter().map(String::as_str).collect();
             news.unread_counts = self.unread_push_counts(user_id, &counted).await?;
@@ -116,6 +130,12 @@ impl Storage {
             match (row.get::<Option<i64>, _>(0), row.get::<Option<String>, _>(1)) {
                 (Some(_), Some(_)) => news[i].events.push(event_row(row)),
                 (Some(position), None) => copies.push((i, position)),
+                (None, _) if row.get::<Option<String>, _>(count_column).is_none() => {
+                    news[i].snapshot = NewsSnapshot {
+                        lowest_in_flight: row.get(count_column + 2),
+                        newest_membership: row.get(count_column + 3),
+                    };
+                }
                 (None, _) => news[i].unread_counts.push((
                     row.get(count_column),
                     row.get(count_column + 1),
@@ -163,6 +183,15 @@ impl RoomNews {
     }
 }
 
+/// The two columns of a [`NewsSnapshot`] row (which has a NULL room): the lowest reserved event
+/// position and the newest membership change of `user`.
+fn snapshot_columns(user: &str) -> String {
+    format!(
+        "(SELECT MIN(position) FROM event_positions_in_flight), \
+         (SELECT MAX(stream_ordering) FROM room_memberships WHERE user_id = {user} AND forgotten = 0)"
+    )
+}
+
 /// Rooms one sync reads with [`alone_statement`], one bound parameter each; beyond, the batch's
 /// statement carries them in its JSON.
 const MAX_ROOMS_ALONE: usize = 500;
@@ -181,9 +210,11 @@ fn alone_statement(rooms: usize) -> Arc<str> {
             format!(
                 "WITH recent AS ({}), counts AS ({}) \
                  SELECT recent.*, NULL, NULL, NULL, NULL, CAST(0 AS BIGINT) FROM recent \
-                 UNION ALL SELECT {nulls}, counts.*, CAST(0 AS BIGINT) FROM counts",
+                 UNION ALL SELECT {nulls}, counts.*, CAST(0 AS BIGINT) FROM counts \
+                 UNION ALL SELECT {nulls}, CAST(NULL AS TEXT), '', {}, CAST(0 AS BIGINT)",
                 newest_events_of_rooms(5, rooms),
                 unread_counts_of_rooms("$4", "SELECT room_id FROM recent"),
+                snapshot_columns("$4"),
             )
             .into()
         })
@@ -193,7 +224,8 @@ fn alone_statement(rooms: usize) -> Arc<str> {
 /// The statement of [`Storage::rooms_news`] for several syncs (`$1` their JSON): each room's
 /// events and each (sync, room)'s counts are read through their indexes one at a time
 /// (`LATERAL`). Event rows carry NULL count columns, count rows NULL event columns
-/// (`stream_ordering`); the request's index comes last. Syncs woken by the same message read the
+/// (`stream_ordering`), and each sync's [`NewsSnapshot`] row both and a NULL room; the request's
+/// index comes last. Syncs woken by the same message read the
 /// same events: each is sent once, and to the other syncs as its position alone (NULL
 /// `event_id`), which [`Storage::rooms_news`] fills in. Those rows come last: PostgreSQL types a
 /// UNION's columns from left to right, and two NULLs make text.
@@ -212,9 +244,11 @@ fn batched_statement() -> &'static str {
              counts AS (SELECT c.*, counted.i FROM counted CROSS JOIN LATERAL ({}) c) \
              SELECT {EVENT_COLUMNS}, NULL, NULL, NULL, NULL, i FROM recent WHERE copy = 1 \
              UNION ALL SELECT {nulls}, room_id, thread_id, notifications, highlights, i FROM counts \
+             UNION ALL SELECT {nulls}, CAST(NULL AS TEXT), '', {}, req.i FROM req \
              UNION ALL SELECT stream_ordering, {}, NULL, NULL, NULL, NULL, i FROM recent WHERE copy > 1",
             newest_events("x.room_id", "req.after", "req.upto", "req.lim"),
             unread_counts_of_rooms("counted.viewer", "counted.room_id"),
+            snapshot_columns("req.user_id"),
             vec!["NULL"; event_column_count() - 1].join(", "),
         )
     })

@@ -5,7 +5,9 @@
 //!
 //! This tracks the writers of this process, which is all there is with SQLite. With PostgreSQL,
 //! where several processes may write, readers take the bound from the database instead
-//! (`Storage::stream_positions_and_visible_events`, over the reserved positions).
+//! (`Storage::stream_positions_and_visible_events`, over the reserved positions), except a sync
+//! woken for this process's new messages: it takes it from here, and its one read confirms that
+//! no lower position is reserved (`RoomNews::snapshot`).
 
 use std::{
     collections::HashMap,
@@ -81,6 +83,11 @@ impl EventStream {
         self.lock().committed
     }
 
+    /// Tells the push evaluator of commits made (see [`StreamWrite::committed_unannounced`]).
+    pub fn announce_commit(&self) {
+        self.commits.notify_waiters();
+    }
+
     /// Registers a write before it takes its position.
     pub fn begin(&self) -> StreamWrite {
         let mut inner = self.lock();
@@ -106,19 +113,21 @@ impl StreamWrite {
     }
 
     pub fn committed(self, position: i64) {
-        self.committed_with(position, None);
+        let stream = self.stream.clone();
+        self.committed_unannounced(position, None);
+        stream.announce_commit();
     }
 
-    /// Committed, with the push evaluator's next batch when the commit holds it.
-    pub fn committed_with(self, position: i64, next_to_evaluate: Option<EvaluationBatch>) {
+    /// Committed, with the push evaluator's next batch when the commit holds it; the evaluator
+    /// hears of it from [`EventStream::announce_commit`]. Readers see it at once: a sync woken by
+    /// it may take its bound from here.
+    pub fn committed_unannounced(self, position: i64, next_to_evaluate: Option<EvaluationBatch>) {
         let mut inner = self.stream.lock();
         inner.committed = inner.committed.max(position);
         inner.pending.remove(&self.ticket);
         if next_to_evaluate.is_some() {
             inner.next_to_evaluate = next_to_evaluate;
         }
-        drop(inner);
-        self.stream.commits.notify_waiters();
     }
 }
 

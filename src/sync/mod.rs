@@ -55,7 +55,39 @@ struct Built {
     held_back: bool,
     /// The response's `next_batch`.
     token: StreamToken,
+    /// What it read at its start, to remember (`None` when too large to).
+    start: Option<Arc<RememberedStart>>,
 }
+
+/// What a sync reads at its start that only changes other than new messages alter (and that wake
+/// the user as such, see `Notifier::wake_for_messages`). A sync from a remembered answer's token,
+/// whose user was woken for new messages alone since, answers from this instead of reading it again:
+/// one statement per delivered message and receiver instead of two.
+struct RememberedStart {
+    memberships: Vec<(String, String, i64)>,
+    key_counts: Vec<(String, i64)>,
+    unused_fallbacks: Vec<String>,
+}
+
+impl RememberedStart {
+    /// The position of the newest membership change among them, which a later read must find
+    /// unchanged (a membership changes with a state event, whose wake may not have come yet).
+    fn newest_membership(&self) -> Option<i64> {
+        self.memberships.iter().map(|(_, _, stream)| *stream).max()
+    }
+}
+
+/// How syncs began that continued from a remembered answer (see [`RememberedStart`]).
+#[derive(Clone, Default)]
+pub struct RememberedStarts {
+    /// Answered from the remembered start.
+    pub used: prometheus_client::metrics::counter::Counter,
+    /// Answered from the remembered start, found outdated and built again.
+    pub outdated: prometheus_client::metrics::counter::Counter,
+}
+
+/// Memberships beyond which a start is not remembered: each remembered answer holds its user's.
+const MAX_REMEMBERED_ROOMS: usize = 100;
 
 pub struct SyncRequest<'a> {
     pub user_id: &'a str,
@@ -81,12 +113,16 @@ pub struct SyncService {
     /// stamp unchanged has nothing to find, and waits without reading the database first.
     answered: Arc<std::sync::Mutex<HashMap<(String, String), Answered>>>,
     stored_filters: StoredFilters,
+    remembered_starts: RememberedStarts,
 }
 
 struct Answered {
     token: StreamToken,
     woken_at: u64,
+    /// The user's `changed_at` stamp read before the answer was built.
+    changed_at: u64,
     held_back: bool,
+    start: Option<Arc<RememberedStart>>,
 }
 
 /// Devices whose latest answer is remembered; beyond this the memory starts over.
@@ -100,6 +136,7 @@ impl SyncService {
         typing: Typing,
         presence: Presence,
         push: Push,
+        remembered_starts: RememberedStarts,
     ) -> Self {
         Self {
             rooms,
@@ -110,6 +147,7 @@ impl SyncService {
             push,
             answered: Arc::default(),
             stored_filters: StoredFilters::default(),
+            remembered_starts,
         }
     }
 
@@ -154,7 +192,7 @@ impl SyncService {
             let notified = waiter.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let woken_at = waiter.woken_at();
+            let (woken_at, changed_at) = (waiter.woken_at(), waiter.changed_at());
             let quiet = if std::mem::take(&mut first) && !*shutdown.borrow() {
                 self.answered_quietly(request, &device, woken_at)
             } else {
@@ -163,13 +201,14 @@ impl SyncService {
             let held_back_after = if let Some(held_back_after) = quiet {
                 held_back_after
             } else {
-                let built = Box::pin(self.build(request)).await?;
+                let remembered = self.remembered_start(request, &device, changed_at);
+                let built = Box::pin(self.build(request, remembered)).await?;
                 if built.has_news
                     || request.since.is_none()
                     || tokio::time::Instant::now() >= deadline
                     || *shutdown.borrow()
                 {
-                    self.remember_answer(device, &built, woken_at);
+                    self.remember_answer(device, &built, woken_at, changed_at);
                     return Ok(built.response);
                 }
                 built.held_back_after
@@ -192,6 +231,18 @@ impl SyncService {
         }
     }
 
+    /// `f` of this device's latest complete answer, when the request continues from it.
+    fn with_last_answer<R>(
+        &self,
+        request: &SyncRequest<'_>,
+        device: &(String, String),
+        f: impl FnOnce(&Answered) -> Option<R>,
+    ) -> Option<R> {
+        let since = request.since.filter(|_| !request.full_state)?;
+        let answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        answered.get(device).filter(|last| last.token == since).and_then(f)
+    }
+
     /// When the request continues from this device's latest complete answer and its user was not
     /// woken since that answer was built, there is nothing to read yet: `Some` of what to wait
     /// for besides a wake (evaluation passing the token, when that answer held events back).
@@ -201,14 +252,27 @@ impl SyncService {
         device: &(String, String),
         woken_at: u64,
     ) -> Option<Option<i64>> {
-        let since = request.since.filter(|_| !request.full_state && !request.timeout.is_zero())?;
-        let answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
-        let last = answered.get(device).filter(|last| last.token == since && last.woken_at == woken_at)?;
-        Some(last.held_back.then_some(since.events))
+        if request.timeout.is_zero() {
+            return None;
+        }
+        self.with_last_answer(request, device, |last| {
+            (last.woken_at == woken_at).then_some(last.held_back.then_some(last.token.events))
+        })
     }
 
-    /// Remembers a complete answer (see `answered`); `woken_at` was read before it was built.
-    fn remember_answer(&self, device: (String, String), built: &Built, woken_at: u64) {
+    /// The start this device's latest answer read, when the request continues from that answer
+    /// and its user was woken for new messages alone since it was built.
+    fn remembered_start(
+        &self,
+        request: &SyncRequest<'_>,
+        device: &(String, String),
+        changed_at: u64,
+    ) -> Option<Arc<RememberedStart>> {
+        self.with_last_answer(request, device, |last| last.start.clone().filter(|_| last.changed_at == changed_at))
+    }
+
+    /// Remembers a complete answer (see `answered`); the stamps were read before it was built.
+    fn remember_answer(&self, device: (String, String), built: &Built, woken_at: u64, changed_at: u64) {
         let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
         if !built.complete {
             answered.remove(&device);
@@ -217,20 +281,45 @@ impl SyncService {
         if answered.len() >= MAX_ANSWERED {
             answered.clear();
         }
-        answered.insert(device, Answered { token: built.token, woken_at, held_back: built.held_back });
+        let start = built.start.clone();
+        answered
+            .insert(device, Answered { token: built.token, woken_at, changed_at, held_back: built.held_back, start });
     }
 
-    /// One sync response from `request.since` to now.
-    async fn build(&self, request: &SyncRequest<'_>) -> Result<Built> {
+    /// The token of a sync from `since` whose user was woken for new messages alone: only the
+    /// events position moves, to what this process has committed and evaluated. Other processes'
+    /// events come with wakes of their own, which make the next sync read its start again.
+    async fn token_after_messages(&self, since: &StreamToken) -> Result<(StreamToken, bool)> {
+        let storage = self.rooms.storage();
+        let (events, committed) = (self.events.visible(), self.events.committed());
+        let evaluated = self.push.wait_evaluated(events, since.events, || storage.push_evaluated_position()).await?;
+        let token = StreamToken { events: events.min(evaluated).max(since.events), ..*since };
+        Ok((token, token.events < committed))
+    }
+
+    /// One sync response from `request.since` to now; from a `remembered` start when given (see
+    /// [`RememberedStart`]).
+    async fn build(&self, request: &SyncRequest<'_>, remembered: Option<Arc<RememberedStart>>) -> Result<Built> {
         let storage = self.rooms.storage();
         let since = request.since.as_ref();
         let user_id = request.user_id;
-        // Always read: this is also where the to-device messages the token acknowledges are deleted.
-        let start = storage
-            .sync_start(user_id, request.device_id, since.map_or(0, |s| s.to_device), TO_DEVICE_PER_SYNC)
-            .await?;
-        let (mut now, held_back) = self.current_token(&start).await?;
-        let complete = start.to_device.is_empty();
+        let after_messages = remembered.is_some();
+        let (start, to_device_rows, (mut now, held_back)) = match (remembered, since) {
+            (Some(remembered), Some(since)) => {
+                self.remembered_starts.used.inc();
+                (remembered, Vec::new(), self.token_after_messages(since).await?)
+            }
+            _ => {
+                // This is also where the to-device messages the token acknowledges are deleted.
+                let start = storage
+                    .sync_start(user_id, request.device_id, since.map_or(0, |s| s.to_device), TO_DEVICE_PER_SYNC)
+                    .await?;
+                let token = self.current_token(&start).await?;
+                let SyncStart { memberships, to_device, key_counts, unused_fallbacks, .. } = start;
+                (Arc::new(RememberedStart { memberships, key_counts, unused_fallbacks }), to_device, token)
+            }
+        };
+        let complete = to_device_rows.is_empty();
 
         let mut global_account_data = Vec::new();
         let mut extras = rooms::RoomExtras::default();
@@ -251,7 +340,7 @@ impl SyncService {
         }
 
         // (room, membership, position) of every room the user is in, read once for all sections.
-        let SyncStart { memberships, to_device: to_device_rows, key_counts, unused_fallbacks, .. } = start;
+        let memberships = &start.memberships;
         let joined_refs: Vec<&str> =
             memberships.iter().filter(|(_, m, _)| m == "join").map(|(room, _, _)| room.as_str()).collect();
         for (room_id, users) in self.typing.changes(&joined_refs, since.map_or(0, |s| s.typing)) {
@@ -304,7 +393,18 @@ impl SyncService {
 
         global_account_data.retain(|e| request.filter.account_data.allows(e["type"].as_str().unwrap_or(""), user_id));
 
-        let mut rooms = self.rooms_section(request, &now, &memberships, &mut extras).await?;
+        let mut rooms = self.rooms_section(request, &now, memberships, &mut extras).await?;
+        // Memberships and the event bound came from memory: the read that followed must confirm
+        // them. A membership changed meanwhile (its state event's wake still to come), or another
+        // process writing below the bound, and the answer is built again from a fresh start.
+        if after_messages
+            && (rooms.snapshot.newest_membership.is_none()
+                || rooms.snapshot.newest_membership != start.newest_membership()
+                || rooms.snapshot.lowest_in_flight.is_some_and(|lowest| lowest <= now.events))
+        {
+            self.remembered_starts.outdated.inc();
+            return Box::pin(self.build(request, None)).await;
+        }
         let counts = std::mem::take(&mut rooms.unread_counts);
         let per_thread = request.filter.unread_thread_notifications;
         self.add_unread_counts(user_id, per_thread, counts, &rooms.counted_rooms, &mut rooms.join).await?;
@@ -329,7 +429,7 @@ impl SyncService {
         }
         let (changed, left) = self.device_list_changes(user_id, since, &now, &rooms).await?;
         let key_counts: serde_json::Map<String, JsonValue> =
-            key_counts.into_iter().map(|(algorithm, count)| (algorithm, json!(count))).collect();
+            start.key_counts.iter().map(|(algorithm, count)| (algorithm.clone(), json!(count))).collect();
         let has_news = !(changed.is_empty()
             && left.is_empty()
             && rooms.join.is_empty()
@@ -347,7 +447,7 @@ impl SyncService {
             presence: response::Events { events: presence },
             device_lists: response::DeviceLists { changed, left },
             device_one_time_keys_count: key_counts,
-            device_unused_fallback_key_types: unused_fallbacks,
+            device_unused_fallback_key_types: start.unused_fallbacks.clone(),
         };
         // Held back matters only when one of the user's rooms has an event past the token: other
         // rooms' writes in flight must not make every idle sync wake with evaluation.
@@ -362,6 +462,7 @@ impl SyncService {
             complete,
             held_back,
             token: now,
+            start: (start.memberships.len() <= MAX_REMEMBERED_ROOMS).then_some(start),
         })
     }
 

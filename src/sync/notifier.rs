@@ -1,7 +1,7 @@
 //! Wakes the syncs (long-poll and WebSocket) of the users a change concerns. A waiter holds its
 //! user's `Notify`; writers name the users to wake. Payloads carry no data: a woken sync reads
 //! what changed since its token. Each wake is stamped, so a sync can tell that nothing concerning
-//! its user happened since it last answered.
+//! its user happened since it last answered, or that only new messages did.
 
 use std::{
     collections::HashMap,
@@ -18,6 +18,8 @@ pub struct Waiter {
     notify: Notify,
     /// The notifier's wake count at this user's latest wake (or when this waiter was made).
     woken_at: AtomicU64,
+    /// The same, of the latest wake (or change noted) for anything but new messages.
+    changed_at: AtomicU64,
 }
 
 impl Waiter {
@@ -29,6 +31,20 @@ impl Waiter {
     pub fn woken_at(&self) -> u64 {
         self.woken_at.load(Ordering::SeqCst)
     }
+
+    /// Equal readings mean the user was woken for new messages alone in between, if at all.
+    pub fn changed_at(&self) -> u64 {
+        self.changed_at.load(Ordering::SeqCst)
+    }
+}
+
+/// Why users are woken.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// New events that change no state, in rooms they are members of: their memberships,
+    /// to-device messages, keys, account data, receipts and presence are as they were.
+    Messages,
+    Anything,
 }
 
 #[derive(Default)]
@@ -49,25 +65,41 @@ impl Notifier {
             .or_insert_with(|| {
                 // A waiter made anew may have missed wakes while its user had none: it counts as
                 // woken now.
-                let woken_at = AtomicU64::new(self.wakes.fetch_add(1, Ordering::SeqCst) + 1);
-                Arc::new(Waiter { notify: Notify::new(), woken_at })
+                let stamp = self.wakes.fetch_add(1, Ordering::SeqCst) + 1;
+                let (woken_at, changed_at) = (AtomicU64::new(stamp), AtomicU64::new(stamp));
+                Arc::new(Waiter { notify: Notify::new(), woken_at, changed_at })
             })
             .clone()
     }
 
     /// Wakes the users' syncs here and, when the database is shared, in every other process.
     pub fn wake<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>) {
+        self.wake_for(user_ids, Wake::Anything);
+    }
+
+    /// [`Self::wake`] for new events that change no state, in rooms the users are members of.
+    /// Other processes' syncs read everything anew (their memberships are not this process's to
+    /// vouch for).
+    pub fn wake_for_messages<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>) {
+        self.wake_for(user_ids, Wake::Messages);
+    }
+
+    fn wake_for<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>, why: Wake) {
         let user_ids: Vec<&str> = user_ids.into_iter().collect();
-        self.wake_local(user_ids.iter().copied());
+        self.wake_local_for(user_ids.iter().copied(), why);
         self.publish(super::bus::Message::Wake(user_ids.iter().map(|u| (*u).to_owned()).collect()));
     }
 
     /// Wakes the users' syncs in this process only.
     pub fn wake_local<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>) {
+        self.wake_local_for(user_ids, Wake::Anything);
+    }
+
+    fn wake_local_for<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>, why: Wake) {
         let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         for user_id in user_ids {
             if let Some(waiter) = users.get(user_id) {
-                self.wake_waiter(waiter);
+                self.wake_waiter(waiter, why);
             }
         }
     }
@@ -76,12 +108,17 @@ impl Notifier {
     pub fn wake_all_local(&self) {
         let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         for waiter in users.values() {
-            self.wake_waiter(waiter);
+            self.wake_waiter(waiter, Wake::Anything);
         }
     }
 
-    fn wake_waiter(&self, waiter: &Waiter) {
-        waiter.woken_at.store(self.wakes.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+    fn wake_waiter(&self, waiter: &Waiter, why: Wake) {
+        let stamp = self.wakes.fetch_add(1, Ordering::SeqCst) + 1;
+        // Marked changed before woken: a sync that sees the wake sees the change.
+        if why == Wake::Anything {
+            waiter.changed_at.store(stamp, Ordering::SeqCst);
+        }
+        waiter.woken_at.store(stamp, Ordering::SeqCst);
         waiter.notify.notify_waiters();
     }
 

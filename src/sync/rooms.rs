@@ -15,7 +15,7 @@ use super::{
 use crate::{
     error::Result,
     rooms::format,
-    storage::{EventRow, RoomNews, UnreadCount},
+    storage::{EventRow, NewsSnapshot, RoomNews, UnreadCount},
 };
 
 /// State shown to an invitee (spec: "Stripped state").
@@ -68,6 +68,8 @@ pub(super) struct RoomsSection {
     pub unread_counts: Vec<UnreadCount>,
     /// Sorted.
     pub counted_rooms: Vec<String>,
+    /// What the timelines' read saw besides them (see [`RoomNews::snapshot`]).
+    pub snapshot: NewsSnapshot,
 }
 
 impl SyncService {
@@ -127,7 +129,7 @@ impl SyncService {
             storage.members_of_rooms(&fresh_ids),
         )?;
         let mut timelines: HashMap<String, Vec<EventRow>> = HashMap::new();
-        let RoomNews { events: ongoing_rows, unread_counts, counted_rooms } = ongoing;
+        let RoomNews { events: ongoing_rows, unread_counts, counted_rooms, snapshot } = ongoing;
         for row in fresh_rows.into_iter().chain(ongoing_rows) {
             timelines.entry(row.room_id.clone()).or_default().push(row);
         }
@@ -335,7 +337,7 @@ impl SyncService {
                 }),
             );
         }
-        Ok(RoomsSection { join, invite, knock, leave, memberships_shown, unread_counts, counted_rooms })
+        Ok(RoomsSection { join, invite, knock, leave, memberships_shown, unread_counts, counted_rooms, snapshot })
     }
 }
 

@@ -21,6 +21,7 @@ crate::backend_tests!(
     gap_shows_changed_state_and_members,
     invites_and_leaves,
     syncs_woken_together_get_their_own_news,
+    message_wakes_answer_from_the_remembered_start,
 );
 
 async fn initial_and_incremental_shape(backend: Backend) {
@@ -565,5 +566,93 @@ async fn syncs_woken_together_get_their_own_news(backend: Backend) {
         let again = s.sync(member, Some(token), 0, None).await;
         assert_eq!(again["to_device"]["events"], json!([]), "member {i}: {again}");
     }
+    s.stop().await;
+}
+
+/// A long-poll woken by new messages alone takes its memberships and key counts from the device's
+/// previous answer instead of reading them again: what changes them (keys uploaded or claimed,
+/// a new room) must wake the user as a change, so that the next answer reads them afresh.
+async fn message_wakes_answer_from_the_remembered_start(backend: Backend) {
+    let s = TestServer::start_with(backend, |c| {
+        c.listen.metrics = Some("127.0.0.1:0".parse().unwrap());
+        c.presence.enabled = false;
+    })
+    .await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    let upload =
+        |keys: Value| s.post("/_matrix/client/v3/keys/upload", Some(&bob.token), json!({"one_time_keys": keys}));
+    let keys = |prefix: &str, n: usize| -> Value {
+        (0..n).map(|i| (format!("signed_curve25519:{prefix}{i}"), json!({"key": format!("{prefix}{i}")}))).collect()
+    };
+    assert_eq!(upload(keys("a", 3)).await.0, StatusCode::OK);
+    // With PostgreSQL, the bus wakes every sync once its announcement went unanswered (1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut since = s.sync(&bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+
+    // Bob waits; Alice's message wakes him. He answers from memory unless something else changed.
+    let remembered = || s.metric("axon_sync_starts_remembered_total");
+    let poll_woken_by_message = |since: String, text: &'static str, from_memory: bool| {
+        let (s, alice, bob, room) = (&s, &alice, &bob, &room);
+        async move {
+            let before = remembered().await;
+            let waiting = s.sync(bob, Some(&since), 30_000, None);
+            let send = async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                s.send_text(alice, room, text).await
+            };
+            let (answer, sent) = tokio::join!(waiting, send);
+            assert_eq!(timeline(&answer, room).last().unwrap()["event_id"], sent.as_str(), "{answer}");
+            assert_eq!(remembered().await, before + i64::from(from_memory), "answered from memory: {from_memory}");
+            answer
+        }
+    };
+    // Several times over: a sync woken as the message commits must find it (its bound is taken from
+    // memory, which must hold the commit before the wake).
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        let answer = poll_woken_by_message(since, "message", true).await;
+        since = answer["next_batch"].as_str().unwrap().to_owned();
+        answers.push(answer);
+    }
+    // Each message is one more unread notification.
+    let unread: Vec<i64> = answers
+        .iter()
+        .map(|a| a["rooms"]["join"][&room]["unread_notifications"]["notification_count"].as_i64().unwrap())
+        .collect();
+    assert_eq!(unread, (1..=10).collect::<Vec<i64>>(), "{answers:?}");
+    assert!(answers.iter().all(|a| a["device_one_time_keys_count"]["signed_curve25519"] == 3));
+
+    // A claim takes one of Bob's keys; an upload adds two: the next answers read and count them.
+    let claim = json!({"one_time_keys": {&bob.user_id: {&bob.device_id: "signed_curve25519"}}});
+    let (status, claimed) = s.post("/_matrix/client/v3/keys/claim", Some(&alice.token), claim).await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    let answer = poll_woken_by_message(since, "after the claim", false).await;
+    assert_eq!(answer["device_one_time_keys_count"]["signed_curve25519"], 2, "{answer}");
+    since = answer["next_batch"].as_str().unwrap().to_owned();
+    assert_eq!(upload(keys("b", 2)).await.0, StatusCode::OK);
+    let answer = poll_woken_by_message(since, "after the upload", false).await;
+    assert_eq!(answer["device_one_time_keys_count"]["signed_curve25519"], 4, "{answer}");
+    since = answer["next_batch"].as_str().unwrap().to_owned();
+
+    // Joining a room between polls: the next answer reads it (and its messages are news after).
+    let other = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(s.join(&bob, &other).await.0, StatusCode::OK);
+    let before = remembered().await;
+    let joined = s.sync(&bob, Some(&since), 0, None).await;
+    assert!(joined["rooms"]["join"][&other]["timeline"]["events"].is_array(), "{joined}");
+    assert_eq!(remembered().await, before, "a membership change makes the sync read its start");
+    since = joined["next_batch"].as_str().unwrap().to_owned();
+    let waiting = s.sync(&bob, Some(&since), 30_000, None);
+    let send = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.send_text(&alice, &other, "in the new room").await
+    };
+    let (answer, sent) = tokio::join!(waiting, send);
+    assert_eq!(timeline(&answer, &other).last().unwrap()["event_id"], sent.as_str(), "{answer}");
+    assert_eq!(remembered().await, before + 1);
+    assert_eq!(s.metric("axon_sync_starts_outdated_total").await, 0);
     s.stop().await;
 }
