@@ -453,7 +453,7 @@ impl Rooms {
         let woken = members.iter().map(|(user, _)| user.as_str()).chain(target);
         // A redaction changes what other events (state among them) show.
         if draft.state_key.is_none() && draft.kind != "m.room.redaction" {
-            self.notifier.wake_for_messages(woken);
+            self.notifier.wake_for_messages(woken, stream);
         } else {
             self.notifier.wake(woken);
         }

@@ -6,8 +6,9 @@
 //! This tracks the writers of this process, which is all there is with SQLite. With PostgreSQL,
 //! where several processes may write, readers take the bound from the database instead
 //! (`Storage::stream_positions_and_visible_events`, over the reserved positions), except a sync
-//! woken for this process's new messages: it takes it from here, and its one read confirms that
-//! no lower position is reserved (`RoomNews::snapshot`).
+//! woken for this process's new messages: it goes by the push evaluator's position (which
+//! follows the reservations), and its one read confirms that no lower position is reserved
+//! (`RoomNews::snapshot`).
 
 use std::{
     collections::HashMap,

@@ -192,9 +192,9 @@ impl SyncService {
             let notified = waiter.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (woken_at, changed_at) = (waiter.woken_at(), waiter.changed_at());
+            let (woken_at, changed_at, woken_for) = (waiter.woken_at(), waiter.changed_at(), waiter.woken_for());
             let quiet = if std::mem::take(&mut first) && !*shutdown.borrow() {
-                self.answered_quietly(request, &device, woken_at)
+                self.answered_quietly(request, &device, (woken_at, changed_at, woken_for))
             } else {
                 None
             };
@@ -202,7 +202,7 @@ impl SyncService {
                 held_back_after
             } else {
                 let remembered = self.remembered_start(request, &device, changed_at);
-                let built = Box::pin(self.build(request, remembered)).await?;
+                let built = Box::pin(self.build(request, remembered.map(|r| (r, woken_for)))).await?;
                 if built.has_news
                     || request.since.is_none()
                     || tokio::time::Instant::now() >= deadline
@@ -244,19 +244,22 @@ impl SyncService {
     }
 
     /// When the request continues from this device's latest complete answer and its user was not
-    /// woken since that answer was built, there is nothing to read yet: `Some` of what to wait
-    /// for besides a wake (evaluation passing the token, when that answer held events back).
+    /// woken since that answer was built, or only for messages that answer holds (woken while it
+    /// was built), there is nothing to read yet: `Some` of what to wait for besides a wake
+    /// (evaluation passing the token, when that answer held events back). The stamps are the
+    /// user's `woken_at`, `changed_at` and `woken_for` now.
     fn answered_quietly(
         &self,
         request: &SyncRequest<'_>,
         device: &(String, String),
-        woken_at: u64,
+        (woken_at, changed_at, woken_for): (u64, u64, i64),
     ) -> Option<Option<i64>> {
         if request.timeout.is_zero() {
             return None;
         }
         self.with_last_answer(request, device, |last| {
-            (last.woken_at == woken_at).then_some(last.held_back.then_some(last.token.events))
+            let held = last.woken_at == woken_at || (last.changed_at == changed_at && woken_for <= last.token.events);
+            held.then_some(last.held_back.then_some(last.token.events))
         })
     }
 
@@ -286,28 +289,35 @@ impl SyncService {
             .insert(device, Answered { token: built.token, woken_at, changed_at, held_back: built.held_back, start });
     }
 
-    /// The token of a sync from `since` whose user was woken for new messages alone: only the
-    /// events position moves, to what this process has committed and evaluated. Other processes'
-    /// events come with wakes of their own, which make the next sync read its start again.
-    async fn token_after_messages(&self, since: &StreamToken) -> Result<(StreamToken, bool)> {
+    /// The token of a sync from `since` whose user was woken for new messages alone, up to
+    /// `woken_for`: only the events position moves, to what has been evaluated once that passed
+    /// `woken_for`. Other processes' events come with wakes of their own, which make the next
+    /// sync read its start again.
+    async fn token_after_messages(&self, since: &StreamToken, woken_for: i64) -> Result<(StreamToken, bool)> {
         let storage = self.rooms.storage();
-        let (events, committed) = (self.events.visible(), self.events.committed());
-        let evaluated = self.push.wait_evaluated(events, since.events, || storage.push_evaluated_position()).await?;
-        let token = StreamToken { events: events.min(evaluated).max(since.events), ..*since };
+        let target = woken_for.max(since.events);
+        let evaluated = self.push.wait_evaluated(target, since.events, || storage.push_evaluated_position()).await?;
+        let (visible, committed) = (self.events.visible(), self.events.committed());
+        // Evaluation stops below what is in flight. With PostgreSQL it goes by the reservations,
+        // which the sync's read checks again (`RoomNews::snapshot`); this process's bound is
+        // coarser (a write that has not drawn its position yet holds it back at the highest one
+        // drawn before it began), and following it made syncs find their message still behind it.
+        let events = if storage.shares_event_positions() { evaluated } else { visible.min(evaluated) };
+        let token = StreamToken { events: events.max(since.events), ..*since };
         Ok((token, token.events < committed))
     }
 
     /// One sync response from `request.since` to now; from a `remembered` start when given (see
-    /// [`RememberedStart`]).
-    async fn build(&self, request: &SyncRequest<'_>, remembered: Option<Arc<RememberedStart>>) -> Result<Built> {
+    /// [`RememberedStart`]), with the position of the messages the user was woken for.
+    async fn build(&self, request: &SyncRequest<'_>, remembered: Option<(Arc<RememberedStart>, i64)>) -> Result<Built> {
         let storage = self.rooms.storage();
         let since = request.since.as_ref();
         let user_id = request.user_id;
         let after_messages = remembered.is_some();
         let (start, to_device_rows, (mut now, held_back)) = match (remembered, since) {
-            (Some(remembered), Some(since)) => {
+            (Some((remembered, woken_for)), Some(since)) => {
                 self.remembered_starts.used.inc();
-                (remembered, Vec::new(), self.token_after_messages(since).await?)
+                (remembered, Vec::new(), self.token_after_messages(since, woken_for).await?)
             }
             _ => {
                 // This is also where the to-device messages the token acknowledges are deleted.

@@ -6,7 +6,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
         Arc, Mutex,
     },
 };
@@ -18,8 +18,10 @@ pub struct Waiter {
     notify: Notify,
     /// The notifier's wake count at this user's latest wake (or when this waiter was made).
     woken_at: AtomicU64,
-    /// The same, of the latest wake (or change noted) for anything but new messages.
+    /// The same, of the latest wake for anything but new messages.
     changed_at: AtomicU64,
+    /// The highest position of the new messages the user was woken for.
+    woken_for: AtomicI64,
 }
 
 impl Waiter {
@@ -36,14 +38,21 @@ impl Waiter {
     pub fn changed_at(&self) -> u64 {
         self.changed_at.load(Ordering::SeqCst)
     }
+
+    /// The highest position of the new messages the user was woken for: a sync waits for it to be
+    /// visible and evaluated before it reads, rather than reading, finding it still behind a write
+    /// in flight, and waiting for it then.
+    pub fn woken_for(&self) -> i64 {
+        self.woken_for.load(Ordering::SeqCst)
+    }
 }
 
 /// Why users are woken.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Wake {
-    /// New events that change no state, in rooms they are members of: their memberships,
-    /// to-device messages, keys, account data, receipts and presence are as they were.
-    Messages,
+    /// New events up to this position that change no state, in rooms they are members of: their
+    /// memberships, to-device messages, keys, account data, receipts and presence are as they were.
+    Messages(i64),
     Anything,
 }
 
@@ -67,7 +76,7 @@ impl Notifier {
                 // woken now.
                 let stamp = self.wakes.fetch_add(1, Ordering::SeqCst) + 1;
                 let (woken_at, changed_at) = (AtomicU64::new(stamp), AtomicU64::new(stamp));
-                Arc::new(Waiter { notify: Notify::new(), woken_at, changed_at })
+                Arc::new(Waiter { notify: Notify::new(), woken_at, changed_at, woken_for: AtomicI64::new(0) })
             })
             .clone()
     }
@@ -77,11 +86,11 @@ impl Notifier {
         self.wake_for(user_ids, Wake::Anything);
     }
 
-    /// [`Self::wake`] for new events that change no state, in rooms the users are members of.
-    /// Other processes' syncs read everything anew (their memberships are not this process's to
-    /// vouch for).
-    pub fn wake_for_messages<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>) {
-        self.wake_for(user_ids, Wake::Messages);
+    /// [`Self::wake`] for new events up to `position` that change no state, in rooms the users are
+    /// members of. Other processes' syncs read everything anew (their memberships are not this
+    /// process's to vouch for).
+    pub fn wake_for_messages<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>, position: i64) {
+        self.wake_for(user_ids, Wake::Messages(position));
     }
 
     fn wake_for<'a>(&self, user_ids: impl IntoIterator<Item = &'a str>, why: Wake) {
@@ -114,9 +123,12 @@ impl Notifier {
 
     fn wake_waiter(&self, waiter: &Waiter, why: Wake) {
         let stamp = self.wakes.fetch_add(1, Ordering::SeqCst) + 1;
-        // Marked changed before woken: a sync that sees the wake sees the change.
-        if why == Wake::Anything {
-            waiter.changed_at.store(stamp, Ordering::SeqCst);
+        // Marked before woken: a sync that sees the wake sees why.
+        match why {
+            Wake::Anything => waiter.changed_at.store(stamp, Ordering::SeqCst),
+            Wake::Messages(position) => {
+                waiter.woken_for.fetch_max(position, Ordering::SeqCst);
+            }
         }
         waiter.woken_at.store(stamp, Ordering::SeqCst);
         waiter.notify.notify_waiters();
