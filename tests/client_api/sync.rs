@@ -654,5 +654,19 @@ async fn message_wakes_answer_from_the_remembered_start(backend: Backend) {
     assert_eq!(timeline(&answer, &other).last().unwrap()["event_id"], sent.as_str(), "{answer}");
     assert_eq!(remembered().await, before + 1);
     assert_eq!(s.metric("axon_sync_starts_outdated_total").await, 0);
+    since = answer["next_batch"].as_str().unwrap().to_owned();
+
+    // Forgetting a room wakes nobody, and changes the memberships: the read that follows the next
+    // message finds the newest membership change gone, and the answer is built again, in full.
+    let leave = format!("/_matrix/client/v3/rooms/{other}/leave");
+    assert_eq!(s.post(&leave, Some(&bob.token), json!({})).await.0, StatusCode::OK);
+    let left = s.sync(&bob, Some(&since), 0, None).await;
+    assert!(left["rooms"]["leave"][&other].is_object(), "{left}");
+    since = left["next_batch"].as_str().unwrap().to_owned();
+    let forget = format!("/_matrix/client/v3/rooms/{other}/forget");
+    assert_eq!(s.post(&forget, Some(&bob.token), json!({})).await.0, StatusCode::OK);
+    let answer = poll_woken_by_message(since, "after forgetting", true).await;
+    assert!(answer["rooms"]["leave"].as_object().unwrap().is_empty(), "{answer}");
+    assert_eq!(s.metric("axon_sync_starts_outdated_total").await, 1);
     s.stop().await;
 }
