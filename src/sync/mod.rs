@@ -187,9 +187,8 @@ impl SyncService {
         let deadline = tokio::time::Instant::now() + request.timeout;
         let device = (request.user_id.to_owned(), request.device_id.to_owned());
         let mut first = true;
-        // After a build that found nothing, or the device's previous answer when it left nothing to
-        // read: the `changed_at` stamp read before it, the events position it read up to, and what
-        // it held back.
+        // After a build that found nothing: the `changed_at` stamp read before it, the events
+        // position it read up to, and what it held back.
         let mut covered: Option<(u64, i64, Option<i64>)> = None;
         loop {
             // Registered before reading, so a change between the read and the wait still wakes us.
@@ -198,12 +197,7 @@ impl SyncService {
             notified.as_mut().enable();
             let (woken_at, changed_at, woken_for) = (waiter.woken_at(), waiter.changed_at(), waiter.woken_for());
             let quiet = if std::mem::take(&mut first) && !*shutdown.borrow() {
-                let quiet = self.answered_quietly(request, &device, (woken_at, changed_at, woken_for));
-                // That answer read up to the request's token, as a build that found nothing would.
-                if let (Some(held_back_after), Some(since)) = (quiet, request.since) {
-                    covered = Some((changed_at, since.events, held_back_after));
-                }
-                quiet
+                self.answered_quietly(request, &device, (woken_at, changed_at, woken_for))
             } else {
                 // Woken only for messages at or below what that build read (their wake came after
                 // the push evaluator, which reads the database, had let it read them): nothing new.
