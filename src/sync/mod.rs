@@ -187,9 +187,6 @@ impl SyncService {
         let deadline = tokio::time::Instant::now() + request.timeout;
         let device = (request.user_id.to_owned(), request.device_id.to_owned());
         let mut first = true;
-        // After a build that found nothing: the `changed_at` stamp read before it, the events
-        // position it read up to, and what it held back.
-        let mut covered: Option<(u64, i64, Option<i64>)> = None;
         loop {
             // Registered before reading, so a change between the read and the wait still wakes us.
             let notified = waiter.notified();
@@ -199,12 +196,7 @@ impl SyncService {
             let quiet = if std::mem::take(&mut first) && !*shutdown.borrow() {
                 self.answered_quietly(request, &device, (woken_at, changed_at, woken_for))
             } else {
-                // Woken only for messages at or below what that build read (their wake came after
-                // the push evaluator, which reads the database, had let it read them): nothing new.
-                covered
-                    .filter(|&(at, upto, _)| at == changed_at && woken_for <= upto)
-                    .filter(|_| tokio::time::Instant::now() < deadline && !*shutdown.borrow())
-                    .map(|(_, _, held_back_after)| held_back_after)
+                None
             };
             let held_back_after = if let Some(held_back_after) = quiet {
                 held_back_after
@@ -219,7 +211,6 @@ impl SyncService {
                     self.remember_answer(device, &built, woken_at, changed_at);
                     return Ok(built.response);
                 }
-                covered = Some((changed_at, built.token.events, built.held_back_after));
                 built.held_back_after
             };
             // Events held back were announced already: their notification will not come again.
