@@ -177,6 +177,11 @@ impl Push {
         Ok(evaluated)
     }
 
+    /// How far evaluation has gone, as far as this process knows.
+    pub fn evaluated(&self) -> i64 {
+        *self.evaluated.borrow()
+    }
+
     /// Returns once evaluation has passed `position` as far as this process knows (its own
     /// evaluator, or another process's bus message), or after [`EVALUATION_RECHECK`], for a sync
     /// that held events back to look again.

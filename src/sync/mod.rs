@@ -53,6 +53,9 @@ struct Built {
     complete: bool,
     /// Committed events (of any room) were left out of it.
     held_back: bool,
+    /// Every event it left out that concerns the user will wake the user for new messages (see
+    /// [`Answered::clean`]).
+    clean: bool,
     /// The response's `next_batch`.
     token: StreamToken,
     /// What it read at its start, to remember (`None` when too large to).
@@ -122,7 +125,37 @@ struct Answered {
     /// The user's `changed_at` stamp read before the answer was built.
     changed_at: u64,
     held_back: bool,
+    /// No event it left out had woken the user for anything but new messages. Then an event it
+    /// left out that concerns the user either woke the user for messages past `token` already, or
+    /// will: with no such wake since, nothing is held back for this user, whatever evaluation does.
+    /// A full build is clean when it left nothing out; one from a remembered start (no wake but
+    /// for messages since the previous answer) is as clean as the answer it continues.
+    clean: bool,
     start: Option<Arc<RememberedStart>>,
+}
+
+/// What a long-poll's last read covered, when it found nothing (or what the device's previous
+/// answer covered, when that left nothing to read).
+#[derive(Clone, Copy)]
+struct Covered {
+    /// The user's `changed_at` stamp, seen before the read.
+    changed_at: u64,
+    /// The events position it read up to.
+    upto: i64,
+    /// What to wait for besides a wake: evaluation passing this position (events held back).
+    held_back_after: Option<i64>,
+}
+
+impl Covered {
+    /// After a wake, `Some` of what to wait for next when it brought the user nothing new: it was
+    /// for messages at or below `upto` alone (with PostgreSQL the push evaluator reads committed
+    /// events from the database, so a sync may read a message before its writer has woken anyone
+    /// for it), and evaluation has not passed what was held back, which is then to be read.
+    fn after_wake(self, changed_at: u64, woken_for: i64, evaluated: i64) -> Option<Option<i64>> {
+        let nothing_new = changed_at == self.changed_at && woken_for <= self.upto;
+        let released = self.held_back_after.is_some_and(|shown| evaluated > shown);
+        (nothing_new && !released).then_some(self.held_back_after)
+    }
 }
 
 /// Devices whose latest answer is remembered; beyond this the memory starts over.
@@ -187,6 +220,9 @@ impl SyncService {
         let deadline = tokio::time::Instant::now() + request.timeout;
         let device = (request.user_id.to_owned(), request.device_id.to_owned());
         let mut first = true;
+        let mut covered: Option<Covered> = None;
+        // Whether the last wait ended with a wake (not evaluation moving on, nor a recheck).
+        let mut by_wake = false;
         loop {
             // Registered before reading, so a change between the read and the wait still wakes us.
             let notified = waiter.notified();
@@ -194,7 +230,13 @@ impl SyncService {
             notified.as_mut().enable();
             let (woken_at, changed_at, woken_for) = (waiter.woken_at(), waiter.changed_at(), waiter.woken_for());
             let quiet = if std::mem::take(&mut first) && !*shutdown.borrow() {
-                self.answered_quietly(request, &device, (woken_at, changed_at, woken_for))
+                let quiet = self.answered_quietly(request, &device, (woken_at, changed_at, woken_for));
+                if let (Some(held_back_after), Some(since)) = (quiet, request.since) {
+                    covered = Some(Covered { changed_at, upto: since.events, held_back_after });
+                }
+                quiet
+            } else if std::mem::take(&mut by_wake) && !*shutdown.borrow() && tokio::time::Instant::now() < deadline {
+                covered.and_then(|c| c.after_wake(changed_at, woken_for, self.push.evaluated()))
             } else {
                 None
             };
@@ -202,7 +244,7 @@ impl SyncService {
                 held_back_after
             } else {
                 let remembered = self.remembered_start(request, &device, changed_at);
-                let built = Box::pin(self.build(request, remembered.map(|r| (r, woken_for)))).await?;
+                let built = Box::pin(self.build(request, remembered.map(|(r, clean)| (r, woken_for, clean)))).await?;
                 if built.has_news
                     || request.since.is_none()
                     || tokio::time::Instant::now() >= deadline
@@ -211,6 +253,8 @@ impl SyncService {
                     self.remember_answer(device, &built, woken_at, changed_at);
                     return Ok(built.response);
                 }
+                covered =
+                    Some(Covered { changed_at, upto: built.token.events, held_back_after: built.held_back_after });
                 built.held_back_after
             };
             // Events held back were announced already: their notification will not come again.
@@ -223,7 +267,7 @@ impl SyncService {
                 None => Either::Right(std::future::pending()),
             };
             tokio::select! {
-                _ = &mut notified => {}
+                _ = &mut notified => by_wake = true,
                 _ = evaluated => {}
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = shutdown.changed() => {}
@@ -259,7 +303,8 @@ impl SyncService {
         }
         self.with_last_answer(request, device, |last| {
             let held = last.woken_at == woken_at || (last.changed_at == changed_at && woken_for <= last.token.events);
-            held.then_some(last.held_back.then_some(last.token.events))
+            let waits_for_evaluation = last.held_back && !(last.clean && woken_for <= last.token.events);
+            held.then_some(waits_for_evaluation.then_some(last.token.events))
         })
     }
 
@@ -270,8 +315,10 @@ impl SyncService {
         request: &SyncRequest<'_>,
         device: &(String, String),
         changed_at: u64,
-    ) -> Option<Arc<RememberedStart>> {
-        self.with_last_answer(request, device, |last| last.start.clone().filter(|_| last.changed_at == changed_at))
+    ) -> Option<(Arc<RememberedStart>, bool)> {
+        self.with_last_answer(request, device, |last| {
+            last.start.clone().filter(|_| last.changed_at == changed_at).map(|start| (start, last.clean))
+        })
     }
 
     /// Remembers a complete answer (see `answered`); the stamps were read before it was built.
@@ -285,8 +332,8 @@ impl SyncService {
             answered.clear();
         }
         let start = built.start.clone();
-        answered
-            .insert(device, Answered { token: built.token, woken_at, changed_at, held_back: built.held_back, start });
+        let (token, held_back, clean) = (built.token, built.held_back, built.clean);
+        answered.insert(device, Answered { token, woken_at, changed_at, held_back, clean, start });
     }
 
     /// The token of a sync from `since` whose user was woken for new messages alone, up to
@@ -308,15 +355,23 @@ impl SyncService {
     }
 
     /// One sync response from `request.since` to now; from a `remembered` start when given (see
-    /// [`RememberedStart`]), with the position of the messages the user was woken for.
-    async fn build(&self, request: &SyncRequest<'_>, remembered: Option<(Arc<RememberedStart>, i64)>) -> Result<Built> {
+    /// [`RememberedStart`]), with the position of the messages the user was woken for and whether
+    /// the answer it continues was clean (see [`Answered::clean`]).
+    async fn build(
+        &self,
+        request: &SyncRequest<'_>,
+        remembered: Option<(Arc<RememberedStart>, i64, bool)>,
+    ) -> Result<Built> {
         let storage = self.rooms.storage();
         let since = request.since.as_ref();
         let user_id = request.user_id;
         let after_messages = remembered.is_some();
+        // (woken_for, clean) of a build from a remembered start.
+        let mut continued = None;
         let (start, to_device_rows, (mut now, held_back)) = match (remembered, since) {
-            (Some((remembered, woken_for)), Some(since)) => {
+            (Some((remembered, woken_for, clean)), Some(since)) => {
                 self.remembered_starts.used.inc();
+                continued = Some((woken_for, clean));
                 (remembered, Vec::new(), self.token_after_messages(since, woken_for).await?)
             }
             _ => {
@@ -459,9 +514,13 @@ impl SyncService {
             device_one_time_keys_count: key_counts,
             device_unused_fallback_key_types: start.unused_fallbacks.clone(),
         };
+        let clean = continued.map_or(!held_back, |(_, clean)| clean);
+        // A clean answer that read past every message the user was woken for holds back nothing
+        // of the user's that will not wake it (see `Answered::clean`).
+        let announced = continued.is_some_and(|(woken_for, clean)| clean && woken_for <= now.events);
         // Held back matters only when one of the user's rooms has an event past the token: other
         // rooms' writes in flight must not make every idle sync wake with evaluation.
-        let held_back_in_rooms = held_back && !has_news && {
+        let held_back_in_rooms = held_back && !has_news && !announced && {
             let rooms: Vec<&str> = memberships.iter().map(|(room, _, _)| room.as_str()).collect();
             storage.newest_head_stream(&rooms).await? > now.events
         };
@@ -471,6 +530,7 @@ impl SyncService {
             held_back_after: held_back_in_rooms.then_some(now.events),
             complete,
             held_back,
+            clean,
             token: now,
             start: (start.memberships.len() <= MAX_REMEMBERED_ROOMS).then_some(start),
         })
@@ -559,5 +619,28 @@ impl SyncService {
 
     pub fn events(&self) -> &EventStream {
         &self.events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Covered;
+
+    #[test]
+    fn a_late_wake_for_messages_already_read_brings_nothing_new() {
+        let idle = Covered { changed_at: 7, upto: 100, held_back_after: None };
+        assert_eq!(idle.after_wake(7, 100, 0), Some(None));
+        assert_eq!(idle.after_wake(7, 90, 500), Some(None));
+        // A message past what was read, or a wake for anything else, is read.
+        assert_eq!(idle.after_wake(7, 101, 0), None);
+        assert_eq!(idle.after_wake(8, 100, 0), None);
+    }
+
+    #[test]
+    fn events_held_back_are_read_once_evaluation_passes_them() {
+        let holding = Covered { changed_at: 7, upto: 100, held_back_after: Some(100) };
+        assert_eq!(holding.after_wake(7, 100, 100), Some(Some(100)));
+        // Waiting again for evaluation that has already passed would return at once, again and again.
+        assert_eq!(holding.after_wake(7, 100, 101), None);
     }
 }
