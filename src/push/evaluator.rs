@@ -6,7 +6,11 @@
 //! next event to evaluate comes from its writer instead (`EventStream::take_next_to_evaluate`):
 //! between a commit and its delivery that saves the read.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use ruma::{
     events::AnySyncTimelineEvent,
@@ -14,7 +18,7 @@ use ruma::{
     serde::Raw,
     OwnedUserId,
 };
-use serde_json::{json, Value as JsonValue};
+use serde_json::{json, value::RawValue, Value as JsonValue};
 use tokio::sync::watch;
 
 use super::{
@@ -149,15 +153,7 @@ impl Evaluator {
             if recipients.is_empty() {
                 continue;
             }
-            let Ok(mut pdu) = serde_json::from_str::<JsonValue>(&row.pdu) else { continue };
-            // Rules match the event as clients see it. The PDU's federation fields are not part of
-            // that, and flattening their hashes, signatures and event IDs cost more than the rest.
-            if let Some(fields) = pdu.as_object_mut() {
-                for federation_only in ["auth_events", "prev_events", "hashes", "signatures", "depth"] {
-                    fields.remove(federation_only);
-                }
-            }
-            let Ok(raw) = serde_json::value::to_raw_value(&pdu) else { continue };
+            let Some((raw, content)) = client_event(&row.pdu) else { continue };
             // Flattened once for all recipients (ruma's `get_actions` would do it per recipient).
             let flattened = FlattenedJson::from_raw(&Raw::<AnySyncTimelineEvent>::from_json(raw));
             let mut outcomes = EventOutcomes::default();
@@ -181,7 +177,7 @@ impl Evaluator {
                     stream_ordering: row.stream_ordering,
                     room_id: &row.room_id,
                     event_id: &row.event_id,
-                    thread_id: thread_of(&pdu).to_owned(),
+                    thread_id: thread_of(&content).to_owned(),
                     actions: serde_json::to_string(matched).map_err(Error::internal)?,
                     highlight,
                     ts: now,
@@ -191,7 +187,7 @@ impl Evaluator {
                         user_id: user,
                         app_id: &pusher.app_id,
                         pushkey: &pusher.pushkey,
-                        notification: gateway_notification(row, &pdu, context, matched, highlight, user),
+                        notification: gateway_notification(row, &content, context, matched, highlight, user),
                     });
                 }
             }
@@ -284,9 +280,23 @@ impl Evaluator {
     }
 }
 
+/// The event as clients see it, which push rules match, and its parsed `content`. The PDU's
+/// federation fields are not part of that view, and flattening their hashes, signatures and event
+/// IDs cost more than the rest. The other top-level fields are kept as the JSON text they are:
+/// `FlattenedJson` parses the result anyway, so parsing every field here as well (and writing it
+/// out again) only doubled the work.
+fn client_event(pdu: &str) -> Option<(Box<RawValue>, JsonValue)> {
+    let mut fields: BTreeMap<String, &RawValue> = serde_json::from_str(pdu).ok()?;
+    for federation_only in ["auth_events", "prev_events", "hashes", "signatures", "depth"] {
+        fields.remove(federation_only);
+    }
+    let content = fields.get("content").and_then(|c| serde_json::from_str(c.get()).ok()).unwrap_or(JsonValue::Null);
+    Some((serde_json::value::to_raw_value(&fields).ok()?, content))
+}
+
 /// `main`, or the thread root of an event in a thread (spec: "Threading").
-fn thread_of(pdu: &JsonValue) -> &str {
-    let relation = &pdu["content"]["m.relates_to"];
+fn thread_of(content: &JsonValue) -> &str {
+    let relation = &content["m.relates_to"];
     match (relation["rel_type"].as_str(), relation["event_id"].as_str()) {
         (Some("m.thread"), Some(root)) => root,
         _ => "main",
@@ -297,7 +307,7 @@ fn thread_of(pdu: &JsonValue) -> &str {
 /// moves `tweaks` into each device.
 fn gateway_notification(
     row: &EventRow,
-    pdu: &JsonValue,
+    content: &JsonValue,
     context: &RoomPushContext,
     actions: &[Action],
     highlight: bool,
@@ -320,7 +330,7 @@ fn gateway_notification(
         "type": row.event_type,
         "sender": row.sender,
         "prio": if sound || highlight { "high" } else { "low" },
-        "content": pdu["content"],
+        "content": content,
         "tweaks": tweaks,
     });
     if let Some(name) = context.display_name(&row.sender) {
@@ -333,4 +343,33 @@ fn gateway_notification(
         notification["user_is_target"] = json!(true);
     }
     notification.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value as JsonValue};
+
+    use super::{client_event, thread_of};
+
+    #[test]
+    fn the_client_view_drops_federation_fields_and_keeps_the_rest() {
+        let content =
+            json!({"body": "hi \"there\" \u{e9}", "m.relates_to": {"rel_type": "m.thread", "event_id": "$root"}});
+        let pdu = json!({
+            "auth_events": ["$a"], "content": content, "depth": 3, "hashes": {"sha256": "x"},
+            "origin_server_ts": 5, "prev_events": ["$p"], "room_id": "!r:s", "sender": "@u:s",
+            "signatures": {"s": {"ed25519:k": "sig"}}, "type": "m.room.message", "unsigned": {"age": 1},
+        });
+        let (raw, parsed) = client_event(&pdu.to_string()).expect("an object");
+        let view: JsonValue = serde_json::from_str(raw.get()).expect("JSON");
+        assert_eq!(
+            view,
+            json!({"content": content, "origin_server_ts": 5, "room_id": "!r:s", "sender": "@u:s",
+                "type": "m.room.message", "unsigned": {"age": 1}})
+        );
+        assert_eq!(parsed, content);
+        assert_eq!(thread_of(&parsed), "$root");
+        assert!(client_event("[1]").is_none());
+        assert_eq!(client_event(r#"{"type": "m.room.message"}"#).map(|(_, c)| c), Some(JsonValue::Null));
+    }
 }
