@@ -10,6 +10,7 @@ mod batch;
 mod delivery;
 mod devices;
 mod events;
+mod kept_connections;
 mod keys;
 mod presence;
 mod profile;
@@ -26,6 +27,7 @@ mod users;
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
+use kept_connections::{KeptConnection, KeptConnections};
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
     migrate::Migrator,
@@ -74,6 +76,10 @@ pub struct Storage {
     /// (reserving event positions, reloading a stale cache), never from the main pool, whose
     /// connections may all be waiting for that lock.
     reservations: Option<AnyPool>,
+    /// PostgreSQL: connections kept out of the pool and of `reservations`, for the statements
+    /// every message makes (see [`kept_connections`]).
+    kept: Option<Arc<kept_connections::KeptConnections>>,
+    kept_for_reservations: Option<Arc<kept_connections::KeptConnections>>,
     backend: Backend,
     batches: Arc<Batches>,
 }
@@ -150,7 +156,10 @@ impl Storage {
             .connect_with(options)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        Ok(Self { pool, reservations, backend, batches: Batches::new() })
+        // As many as the batches of each kind that run at once, over the kinds that use them.
+        let kept = (backend == Backend::Postgres).then(|| KeptConnections::new(pool.clone(), KEPT_CONNECTIONS));
+        let kept_for_reservations = reservations.clone().map(|side| KeptConnections::new(side, KEPT_FOR_RESERVATIONS));
+        Ok(Self { pool, reservations, kept, kept_for_reservations, backend, batches: Batches::new() })
     }
 
     /// Applies the migrations of this backend's dialect that have not run yet.
@@ -172,6 +181,8 @@ impl Storage {
         self.reservations.as_ref().map(|side| Storage {
             pool: side.clone(),
             reservations: Some(side.clone()),
+            kept: None,
+            kept_for_reservations: None,
             backend: self.backend,
             // Its own: a batch runs on the pool of the storage that started it.
             batches: Batches::new(),
@@ -190,6 +201,9 @@ impl Storage {
     }
 
     pub async fn close(&self) {
+        for kept in self.kept.iter().chain(&self.kept_for_reservations) {
+            kept.close().await;
+        }
         self.pool.close().await;
         if let Some(reservations) = &self.reservations {
             reservations.close().await;
@@ -245,6 +259,31 @@ pub fn redact_password(url: &str) -> String {
 }
 
 /// A connection idle this long is tested before use (the database may have restarted meanwhile).
+/// Kept connections (see [`kept_connections`]) for the main pool's per-message statements (inserts,
+/// room news, sync starts, push records), and for reservations.
+const KEPT_CONNECTIONS: usize = 8;
+const KEPT_FOR_RESERVATIONS: usize = 2;
+
+impl Storage {
+    /// A connection for one of the statements every message makes: kept out of the pool when one
+    /// is free (PostgreSQL), else a pooled one.
+    async fn kept_connection(&self) -> crate::error::Result<KeptConnection> {
+        match &self.kept {
+            Some(kept) => kept.connection().await,
+            None => Ok(KeptConnection::pooled(self.pool.acquire().await?)),
+        }
+    }
+
+    /// [`Self::kept_connection`] for reserving event positions, from the side pool.
+    async fn kept_connection_for_reservations(&self) -> crate::error::Result<KeptConnection> {
+        match (&self.kept_for_reservations, &self.reservations) {
+            (Some(kept), _) => kept.connection().await,
+            (None, Some(side)) => Ok(KeptConnection::pooled(side.acquire().await?)),
+            (None, None) => Ok(KeptConnection::pooled(self.pool.acquire().await?)),
+        }
+    }
+}
+
 const PING_AFTER_IDLE: Duration = Duration::from_secs(2);
 
 /// sqlx pings every connection as it returns to the pool, and by default pings it again when it is

@@ -347,6 +347,7 @@ impl Storage {
                 ActionRow { action: a, unread: !read_in_batch }
             })
             .collect();
+        let mut connection = self.kept_connection().await?;
         let row: (i64,) = sqlx::query_as(
             // Evaluation results are derived data: a crash may lose the last few, and the evaluator
             // then redoes them from the position that did survive (they share the WAL's order). Not
@@ -395,8 +396,9 @@ impl Storage {
         .bind(serde_json::to_string(pushes).map_err(Error::internal)?)
         .bind(now)
         .bind(serde_json::to_string(own_events).map_err(Error::internal)?)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *connection)
         .await?;
+        connection.keep();
         Ok(row.0 == 1)
     }
 

@@ -233,7 +233,7 @@ impl HeadInsert {
     }
 
     /// Stores it alone, by [`insert_event_at_head`].
-    async fn insert_alone(&self, pool: &sqlx::AnyPool) -> Result<Option<StoredMessage>> {
+    async fn insert_alone(&self, connection: &mut sqlx::AnyConnection) -> Result<Option<StoredMessage>> {
         let event = NewEvent {
             stream_ordering: Some(self.position),
             event_id: &self.event_id,
@@ -260,7 +260,8 @@ impl HeadInsert {
             _ => None,
         };
         let links = EventLinks { prev_events: &prev, auth_events: &auth, transaction };
-        let Some((position, start)) = insert_event_at_head(pool, self.expected_head, &event, &links).await? else {
+        let Some((position, start)) = insert_event_at_head(connection, self.expected_head, &event, &links).await?
+        else {
             return Ok(None);
         };
         let evaluation = start.map(|start| EvaluationBatch {
@@ -393,10 +394,9 @@ macro_rules! reservation {
 /// one room's writer, under its room's lock: which of the positions it gets does not matter.
 pub(super) fn reserve_positions_batch(storage: Storage, nows: Vec<i64>) -> BoxFuture<'static, Result<Vec<i64>>> {
     Box::pin(async move {
-        let reservations = storage
-            .reservations
-            .as_ref()
-            .ok_or_else(|| Error::internal("event positions are reserved on PostgreSQL"))?;
+        if storage.reservations.is_none() {
+            return Err(Error::internal("event positions are reserved on PostgreSQL"));
+        }
         // A lone reservation's statement has no series to plan: it binds faster.
         let now = nows.iter().copied().max().unwrap_or_default();
         let query = if nows.len() > 1 {
@@ -404,7 +404,9 @@ pub(super) fn reserve_positions_batch(storage: Storage, nows: Vec<i64>) -> BoxFu
         } else {
             sqlx::query(reservation!("")).bind(now)
         };
-        let rows = query.fetch_all(reservations).await?;
+        let mut connection = storage.kept_connection_for_reservations().await?;
+        let rows = query.fetch_all(&mut *connection).await?;
+        connection.keep();
         Ok(rows.iter().map(|r| r.get(0)).collect())
     })
 }
@@ -420,10 +422,19 @@ pub(super) fn insert_messages_batch(
     events: Vec<HeadInsert>,
 ) -> BoxFuture<'static, Result<Vec<Result<Option<StoredMessage>>>>> {
     Box::pin(async move {
+        let mut connection = storage.kept_connection().await?;
         if let [event] = events.as_slice() {
-            return Ok(vec![event.insert_alone(&storage.pool).await]);
+            let stored = event.insert_alone(&mut connection).await;
+            if stored.is_ok() {
+                connection.keep();
+            }
+            return Ok(vec![stored]);
         }
-        match insert_events_at_head(&storage.pool, &events).await {
+        let stored = insert_events_at_head(&mut *connection, &events).await;
+        if stored.is_ok() {
+            connection.keep();
+        }
+        match stored {
             Ok(stored) => Ok(events
                 .iter()
                 .map(|e| {
@@ -434,7 +445,8 @@ pub(super) fn insert_messages_batch(
             Err(_) => {
                 let mut answers = Vec::with_capacity(events.len());
                 for event in &events {
-                    answers.push(event.insert_alone(&storage.pool).await);
+                    let mut connection = storage.pool.acquire().await?;
+                    answers.push(event.insert_alone(&mut connection).await);
                 }
                 Ok(answers)
             }

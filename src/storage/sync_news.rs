@@ -89,7 +89,10 @@ impl Storage {
                 for room in &r.room_ids {
                     query = query.bind(room.as_str());
                 }
-                query.fetch_all(&self.pool).await?
+                let mut connection = self.kept_connection().await?;
+                let rows = query.fetch_all(&mut *connection).await?;
+                connection.keep();
+                rows
             }
             _ => {
                 #[derive(Serialize)]
@@ -113,10 +116,13 @@ impl Storage {
                         lim: r.per_room,
                     })
                     .collect();
-                sqlx::query(batched_statement())
+                let mut connection = self.kept_connection().await?;
+                let rows = sqlx::query(batched_statement())
                     .bind(serde_json::to_string(&parameter).map_err(Error::internal)?)
-                    .fetch_all(&self.pool)
-                    .await?
+                    .fetch_all(&mut *connection)
+                    .await?;
+                connection.keep();
+                rows
             }
         };
         let mut news: Vec<RoomNews> = requests.iter().map(|_| RoomNews::default()).collect();

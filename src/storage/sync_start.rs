@@ -98,7 +98,9 @@ impl Storage {
                 sqlx::query(batched.as_str()).bind(serde_json::to_string(&parameter).map_err(Error::internal)?)
             }
         };
-        let rows = query.fetch_all(&self.pool).await?;
+        let mut connection = self.kept_connection().await?;
+        let rows = query.fetch_all(&mut *connection).await?;
+        connection.keep();
         let mut starts: Vec<SyncStart> = requests.iter().map(|_| SyncStart::default()).collect();
         let mut positions = PositionRows::default();
         for row in rows {
