@@ -78,8 +78,8 @@ pub struct Storage {
     reservations: Option<AnyPool>,
     /// PostgreSQL: connections kept out of the pool and of `reservations`, for the statements
     /// every message makes (see [`kept_connections`]).
-    kept: Option<Arc<kept_connections::KeptConnections>>,
-    kept_for_reservations: Option<Arc<kept_connections::KeptConnections>>,
+    kept: Option<Arc<KeptConnections>>,
+    kept_for_reservations: Option<Arc<KeptConnections>>,
     backend: Backend,
     batches: Arc<Batches>,
 }
@@ -258,7 +258,6 @@ pub fn redact_password(url: &str) -> String {
     }
 }
 
-/// A connection idle this long is tested before use (the database may have restarted meanwhile).
 /// Kept connections (see [`kept_connections`]) for the main pool's per-message statements (inserts,
 /// room news, sync starts, push records), and for reservations.
 const KEPT_CONNECTIONS: usize = 8;
@@ -284,6 +283,7 @@ impl Storage {
     }
 }
 
+/// A connection idle this long is tested before use (the database may have restarted meanwhile).
 const PING_AFTER_IDLE: Duration = Duration::from_secs(2);
 
 /// sqlx pings every connection as it returns to the pool, and by default pings it again when it is
