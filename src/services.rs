@@ -43,20 +43,26 @@ impl Services {
         let accounts = Accounts::new(storage.clone(), config.server_name.clone(), config.registration.token.clone());
         let notifier = Arc::new(Notifier::default());
         let events = EventStream::new(storage.max_event_stream().await?);
+        let batches = EvaluationBatches::default();
+        let push = Push::new(
+            storage.clone(),
+            config.server_name.clone(),
+            config.push.clone(),
+            notifier.clone(),
+            batches.clone(),
+        );
         let rooms = Rooms::new(
             storage.clone(),
             config.server_name.clone(),
             config.rooms.clone(),
             events.clone(),
             notifier.clone(),
+            push.clone(),
         )
         .await?;
         let presence = Presence::new(config.presence.clone(), storage.clone(), notifier.clone());
-        let batches = EvaluationBatches::default();
         let remembered_starts = RememberedStarts::default();
         let metrics = Arc::new(Metrics::new(&batches, &remembered_starts));
-        let push =
-            Push::new(storage.clone(), config.server_name.clone(), config.push.clone(), notifier.clone(), batches);
         let keys = Keys::new(storage.clone(), config.server_name.clone(), notifier.clone());
         let sync = SyncService::new(
             rooms.clone(),

@@ -67,6 +67,11 @@ impl Metrics {
             batches.handed_over.clone(),
         );
         registry.register(
+            "push_batches_with_message",
+            "Push evaluations of one message, made by its sender and recorded with the message",
+            batches.with_message.clone(),
+        );
+        registry.register(
             "sync_starts_remembered",
             "Syncs woken for new messages alone that took their start from the previous answer",
             starts.used.clone(),

@@ -4,9 +4,12 @@
 //! race to another process is dropped and redone from the new position). The events table is the
 //! queue: after a restart evaluation resumes where it stopped. A message whose insert proved it the
 //! next event to evaluate comes from its writer instead (`EventStream::take_next_to_evaluate`):
-//! between a commit and its delivery that saves the read.
+//! between a commit and its delivery that saves the read. Better still, its sender evaluates it
+//! before storing it ([`evaluate_message`]) with the caches here, and the insert records that
+//! evaluation when it still holds.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     sync::Arc,
     time::Duration,
@@ -29,7 +32,7 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    storage::{now_ms, EventRow, NewPushAction, NewQueuedPush, PusherRow},
+    storage::{now_ms, EventRow, MessageEvaluation, NewPushAction, NewQueuedPush, PusherRow, Storage},
     sync::EventStream,
 };
 
@@ -40,15 +43,7 @@ const MAX_CACHED_CONTEXTS: usize = 10_000;
 
 /// Runs until `stopped` turns true.
 pub async fn run(push: Push, events: EventStream, mut stopped: watch::Receiver<bool>) {
-    let mut evaluator = Evaluator {
-        push,
-        events,
-        contexts: HashMap::new(),
-        rulesets: HashMap::new(),
-        rule_names: RuleNames::default(),
-        pushers: HashMap::new(),
-        pushers_at: -1,
-    };
+    let evaluator = Evaluator { push, events };
     let committed = evaluator.events.commits();
     let mut after_commit = false;
     loop {
@@ -82,6 +77,11 @@ pub async fn run(push: Push, events: EventStream, mut stopped: watch::Receiver<b
 struct Evaluator {
     push: Push,
     events: EventStream,
+}
+
+/// What evaluation keeps between batches, shared by the evaluator and the senders that evaluate
+/// their message before storing it ([`evaluate_message`]).
+pub(super) struct EvaluationCaches {
     contexts: HashMap<i64, Arc<RoomPushContext>>,
     /// Parsed rulesets by user: the `account_data` stream position they were last checked at,
     /// the position of the stored ruleset, the ruleset. No account data changed since the first:
@@ -93,6 +93,18 @@ struct Evaluator {
     pushers_at: i64,
 }
 
+impl Default for EvaluationCaches {
+    fn default() -> Self {
+        Self {
+            contexts: HashMap::new(),
+            rulesets: HashMap::new(),
+            rule_names: RuleNames::default(),
+            pushers: HashMap::new(),
+            pushers_at: -1,
+        }
+    }
+}
+
 impl Evaluator {
     /// Evaluates the next batch; `true` when more events are waiting. `after_commit`: woken by a
     /// commit of this process. Every commit wakes the evaluator, and a batch takes all that is
@@ -100,7 +112,7 @@ impl Evaluator {
     /// has reached the visible position there is nothing of this process's to read, and other
     /// processes' events are their own evaluators' (or the next timed look's). Those empty reads
     /// were a fifth of send-throughput's machine time.
-    async fn batch(&mut self, after_commit: bool) -> Result<bool> {
+    async fn batch(&self, after_commit: bool) -> Result<bool> {
         let storage = self.push.storage.clone();
         let (evaluated, visible) = (*self.push.evaluated.borrow(), self.events.visible());
         // A batch a writer handed over saves reading it; one from before the last recorded
@@ -113,84 +125,32 @@ impl Evaluator {
         };
         let (positions, from, upto, rows) = (batch.positions, batch.from, batch.upto, batch.events);
         if upto <= from {
-            self.push.evaluated.send_replace(from);
+            self.push.advance_evaluated(from);
             return Ok(false);
         }
         let full = rows.len() as i64 == BATCH;
         let to = if full { rows.last().map_or(upto, |r| r.stream_ordering) } else { upto };
 
-        // Recipients of each event: the room's local joined members (and an invitee), not the sender.
+        let mut caches = self.push.caches.lock().await;
+        let caches = &mut *caches;
         let mut work: Vec<(&EventRow, Arc<RoomPushContext>, Vec<String>)> = Vec::new();
         for row in &rows {
-            let Some(context) = self.context(&row.room_id, row.state_snapshot).await? else { continue };
-            let mut recipients: Vec<String> = context
-                .joined
-                .iter()
-                .map(|(user, _)| user.clone())
-                .filter(|u| *u != row.sender && self.push.is_local(u))
-                .collect();
-            if row.event_type == "m.room.member" {
-                if let Some(invitee) = row.state_key.as_ref().filter(|k| context.invited.contains(k)) {
-                    if *invitee != row.sender && self.push.is_local(invitee) {
-                        recipients.push(invitee.clone());
-                    }
-                }
-            }
+            let Some(context) = caches.context(&storage, &row.room_id, row.state_snapshot).await? else { continue };
+            let recipients = recipients(&self.push, &context, row);
             work.push((row, context, recipients));
         }
         let mut users: Vec<&str> = work.iter().flat_map(|(_, _, r)| r.iter().map(String::as_str)).collect();
         users.sort_unstable();
         users.dedup();
         let at = |stream: &str| positions.get(stream).copied().unwrap_or(0);
-        self.load_rulesets(&users, at("account_data")).await?;
-        self.load_pushers(&users, at("pushers")).await?;
-        let pushers_of = &self.pushers;
+        caches.load_rulesets(&storage, &users, at("account_data")).await?;
+        caches.load_pushers(&storage, &users, at("pushers")).await?;
 
         let now = now_ms();
         let mut actions = Vec::new();
         let mut pushes = Vec::new();
         for (row, context, recipients) in &work {
-            if recipients.is_empty() {
-                continue;
-            }
-            let Some((raw, content)) = client_event(&row.pdu) else { continue };
-            // Flattened once for all recipients (ruma's `get_actions` would do it per recipient).
-            let flattened = FlattenedJson::from_raw(&Raw::<AnySyncTimelineEvent>::from_json(raw));
-            let mut outcomes = EventOutcomes::default();
-            // One condition context for the event, its recipient's part set for each.
-            let mut condition_context = None;
-            for user in recipients {
-                let Ok(user_id) = OwnedUserId::try_from(user.as_str()) else { continue };
-                let Some((_, _, ruleset)) = self.rulesets.get(user.as_str()) else { continue };
-                let display_name =
-                    context.display_name(user).map_or_else(|| user_id.localpart().to_owned(), str::to_owned);
-                let shared = condition_context.get_or_insert_with(|| context.for_user(user_id.clone(), String::new()));
-                shared.user_id = user_id;
-                shared.user_display_name = display_name;
-                let matched = outcomes.first_match(ruleset, &flattened, shared).await;
-                if !matched.iter().any(Action::should_notify) {
-                    continue;
-                }
-                let highlight = matched.iter().any(Action::is_highlight);
-                actions.push(NewPushAction {
-                    user_id: user,
-                    stream_ordering: row.stream_ordering,
-                    room_id: &row.room_id,
-                    event_id: &row.event_id,
-                    thread_id: thread_of(&content).to_owned(),
-                    actions: serde_json::to_string(matched).map_err(Error::internal)?,
-                    highlight,
-                    ts: now,
-                });
-                for pusher in pushers_of.get(user.as_str()).into_iter().flatten() {
-                    pushes.push(NewQueuedPush {
-                        user_id: user,
-                        app_id: &pusher.app_id,
-                        pushkey: &pusher.pushkey,
-                        notification: gateway_notification(row, &content, context, matched, highlight, user),
-                    });
-                }
-            }
+            caches.evaluate(row, context, recipients, now, &mut actions, &mut pushes).await?;
         }
         // Sending in a room counts as having read it: the sender's own notifications there up to
         // the event are read (this also retires an invite's notification once it is accepted).
@@ -206,19 +166,120 @@ impl Evaluator {
             return Ok(true);
         }
         counter.inc();
-        self.push.evaluated.send_replace(to);
-        self.push.notifier.publish(crate::sync::bus::Message::Evaluated(to));
-        if !pushes.is_empty() {
-            self.push.queued.notify_one();
-        }
+        self.push.recorded(to, !pushes.is_empty());
         Ok(full)
     }
+}
 
-    async fn context(&mut self, room_id: &str, snapshot_id: i64) -> Result<Option<Arc<RoomPushContext>>> {
+/// Who an event may notify: the room's local joined members (and an invitee), not the sender.
+fn recipients(push: &Push, context: &RoomPushContext, row: &EventRow) -> Vec<String> {
+    let mut recipients: Vec<String> =
+        context.joined.iter().map(|(user, _)| user.clone()).filter(|u| *u != row.sender && push.is_local(u)).collect();
+    if row.event_type == "m.room.member" {
+        if let Some(invitee) = row.state_key.as_ref().filter(|k| context.invited.contains(k)) {
+            if *invitee != row.sender && push.is_local(invitee) {
+                recipients.push(invitee.clone());
+            }
+        }
+    }
+    recipients
+}
+
+/// A message's evaluation before it is stored, from what the evaluator has cached (see
+/// [`MessageEvaluation`]), or `None` when the cache does not hold all it needs (the room's state at
+/// the message, or any recipient's rules or pushers) or the evaluator is using it: the evaluator
+/// then takes the message in turn. `row` is the message's row but for its position, not yet known.
+pub(super) async fn evaluate_message(push: &Push, row: &EventRow) -> Option<MessageEvaluation> {
+    let caches = push.caches.try_lock().ok()?;
+    let context = caches.contexts.get(&row.state_snapshot)?.clone();
+    let recipients = recipients(push, &context, row);
+    let mut rules_checked = Vec::with_capacity(recipients.len());
+    for user in &recipients {
+        let (checked, _, _) = caches.rulesets.get(user)?;
+        caches.pushers.get(user)?;
+        rules_checked.push((user.clone(), *checked));
+    }
+    if caches.pushers_at < 0 {
+        return None;
+    }
+    let now = now_ms();
+    let (mut actions, mut pushes) = (Vec::new(), Vec::new());
+    caches.evaluate(row, &context, &recipients, now, &mut actions, &mut pushes).await.ok()?;
+    Some(MessageEvaluation {
+        actions: actions.into_iter().map(NewPushAction::into_owned).collect(),
+        pushes: pushes.into_iter().map(NewQueuedPush::into_owned).collect(),
+        rules_checked,
+        pushers_at: caches.pushers_at,
+        sender_reads: push.is_local(&row.sender),
+        now,
+    })
+}
+
+impl EvaluationCaches {
+    /// Evaluates one event for its recipients, adding the actions of those it notifies and the
+    /// pushes for their pushers. Their rulesets and pushers must be loaded.
+    async fn evaluate<'a>(
+        &'a self,
+        row: &'a EventRow,
+        context: &RoomPushContext,
+        recipients: &'a [String],
+        now: i64,
+        actions: &mut Vec<NewPushAction<'a>>,
+        pushes: &mut Vec<NewQueuedPush<'a>>,
+    ) -> Result<()> {
+        if recipients.is_empty() {
+            return Ok(());
+        }
+        let Some((raw, content)) = client_event(&row.pdu) else { return Ok(()) };
+        // Flattened once for all recipients (ruma's `get_actions` would do it per recipient).
+        let flattened = FlattenedJson::from_raw(&Raw::<AnySyncTimelineEvent>::from_json(raw));
+        let mut outcomes = EventOutcomes::default();
+        // One condition context for the event, its recipient's part set for each.
+        let mut condition_context = None;
+        for user in recipients {
+            let Ok(user_id) = OwnedUserId::try_from(user.as_str()) else { continue };
+            let Some((_, _, ruleset)) = self.rulesets.get(user.as_str()) else { continue };
+            let display_name = context.display_name(user).map_or_else(|| user_id.localpart().to_owned(), str::to_owned);
+            let shared = condition_context.get_or_insert_with(|| context.for_user(user_id.clone(), String::new()));
+            shared.user_id = user_id;
+            shared.user_display_name = display_name;
+            let matched = outcomes.first_match(ruleset, &flattened, shared).await;
+            if !matched.iter().any(Action::should_notify) {
+                continue;
+            }
+            let highlight = matched.iter().any(Action::is_highlight);
+            actions.push(NewPushAction {
+                user_id: Cow::Borrowed(user),
+                stream_ordering: row.stream_ordering,
+                room_id: Cow::Borrowed(&row.room_id),
+                event_id: Cow::Borrowed(&row.event_id),
+                thread_id: thread_of(&content).to_owned(),
+                actions: serde_json::to_string(matched).map_err(Error::internal)?,
+                highlight,
+                ts: now,
+            });
+            for pusher in self.pushers.get(user.as_str()).into_iter().flatten() {
+                pushes.push(NewQueuedPush {
+                    user_id: Cow::Borrowed(user),
+                    app_id: Cow::Borrowed(&pusher.app_id),
+                    pushkey: Cow::Borrowed(&pusher.pushkey),
+                    notification: gateway_notification(row, &content, context, matched, highlight, user),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn context(
+        &mut self,
+        storage: &Storage,
+        room_id: &str,
+        snapshot_id: i64,
+    ) -> Result<Option<Arc<RoomPushContext>>> {
         if let Some(context) = self.contexts.get(&snapshot_id) {
             return Ok(Some(context.clone()));
         }
-        let Some(context) = RoomPushContext::load(&self.push.storage, room_id, snapshot_id).await? else {
+        let Some(context) = RoomPushContext::load(storage, room_id, snapshot_id).await? else {
             return Ok(None);
         };
         if self.contexts.len() >= MAX_CACHED_CONTEXTS {
@@ -231,7 +292,7 @@ impl Evaluator {
 
     /// Makes `self.rulesets` current for `users`: at most one query (none when no account data
     /// changed since they were checked), parsing only what changed.
-    async fn load_rulesets(&mut self, users: &[&str], account_data_at: i64) -> Result<()> {
+    async fn load_rulesets(&mut self, storage: &Storage, users: &[&str], account_data_at: i64) -> Result<()> {
         if self.rulesets.len() > MAX_CACHED_CONTEXTS * 10 {
             self.rulesets.clear();
         }
@@ -243,7 +304,7 @@ impl Evaluator {
         if stale.is_empty() {
             return Ok(());
         }
-        let stored = self.push.storage.push_rules_of_users(&stale).await?;
+        let stored = storage.push_rules_of_users(&stale).await?;
         let stored: HashMap<&str, (i64, &str)> =
             stored.iter().map(|(user, position, content)| (user.as_str(), (*position, content.as_str()))).collect();
         for user in stale {
@@ -261,7 +322,7 @@ impl Evaluator {
 
     /// Makes `self.pushers` current for `users`: a query only for users not seen since the last
     /// change to any pusher.
-    async fn load_pushers(&mut self, users: &[&str], pushers_at: i64) -> Result<()> {
+    async fn load_pushers(&mut self, storage: &Storage, users: &[&str], pushers_at: i64) -> Result<()> {
         if pushers_at != self.pushers_at || self.pushers.len() > MAX_CACHED_CONTEXTS * 10 {
             self.pushers.clear();
             self.pushers_at = pushers_at;
@@ -273,7 +334,7 @@ impl Evaluator {
         for user in &missing {
             self.pushers.insert((*user).to_owned(), Vec::new());
         }
-        for row in self.push.storage.pushers_of_users(&missing).await? {
+        for row in storage.pushers_of_users(&missing).await? {
             self.pushers.entry(row.user_id.clone()).or_default().push(Arc::new(row));
         }
         Ok(())

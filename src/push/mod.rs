@@ -4,7 +4,10 @@
 //!
 //! Evaluation runs off the request path ([`evaluator`]): events are evaluated in stream order after
 //! they commit and `push_evaluated` records how far. Syncs wait (briefly) for it and never show an
-//! event beyond it, so an event arrives together with the counts it raised. Deliveries go through
+//! event beyond it, so an event arrives together with the counts it raised. A message that will
+//! likely be the next event to evaluate is evaluated by its sender instead, from what the evaluator
+//! has cached, and recorded by the statement that stores it (`MessageEvaluation`): its delivery
+//! then waits for no record of the evaluator's. Deliveries go through
 //! a queue in the database ([`gateway`]), so a restart or a dead gateway loses none.
 
 mod context;
@@ -21,7 +24,7 @@ use tokio::sync::{watch, Notify};
 use crate::{
     config::PushConfig,
     error::{Error, Result},
-    storage::{now_ms, PusherRow, Storage},
+    storage::{now_ms, EventRow, MessageEvaluation, PusherRow, Storage},
     sync::Notifier,
 };
 
@@ -47,6 +50,7 @@ pub struct Push {
     /// Serializes this process's read-modify-write of rulesets.
     rules_lock: Arc<tokio::sync::Mutex<()>>,
     batches: EvaluationBatches,
+    caches: Arc<tokio::sync::Mutex<evaluator::EvaluationCaches>>,
 }
 
 /// Evaluation batches recorded by this process, by where their events came from (`/metrics`).
@@ -57,6 +61,8 @@ pub struct EvaluationBatches {
     /// Handed over by the writer that committed the batch's one event (see
     /// `StoredMessage::evaluation`): a round trip less between its commit and its delivery.
     pub handed_over: prometheus_client::metrics::counter::Counter,
+    /// One message evaluated by its sender and recorded with it (see `MessageEvaluation`).
+    pub with_message: prometheus_client::metrics::counter::Counter,
 }
 
 /// A pusher as `POST /pushers/set` gives it, validated.
@@ -85,6 +91,7 @@ impl Push {
             queued: Arc::default(),
             rules_lock: Arc::default(),
             batches,
+            caches: Arc::default(),
         }
     }
 
@@ -192,11 +199,41 @@ impl Push {
 
     /// Another process evaluated up to `position` (its bus message): wakes the syncs waiting here.
     pub fn evaluated_elsewhere(&self, position: i64) {
+        self.advance_evaluated(position);
+    }
+
+    /// Moves this process's view of `push_evaluated`, never back: the evaluator and senders that
+    /// recorded with their message ([`Self::recorded_with_message`]) may learn of their records
+    /// in another order than they committed in.
+    fn advance_evaluated(&self, position: i64) {
         self.evaluated.send_if_modified(|evaluated| {
             let moved = position > *evaluated;
             *evaluated = (*evaluated).max(position);
             moved
         });
+    }
+
+    /// Evaluation was recorded up to `position`, with pushes `queued` or not: wakes the syncs
+    /// waiting for it, here and (through the bus) elsewhere, and the gateway sender.
+    fn recorded(&self, position: i64, queued: bool) {
+        self.advance_evaluated(position);
+        self.notifier.publish(crate::sync::bus::Message::Evaluated(position));
+        if queued {
+            self.queued.notify_one();
+        }
+    }
+
+    /// A message's evaluation before it is stored, to record with it (see [`MessageEvaluation`]);
+    /// `None` when the evaluator is to take it in turn. `row` is the message's but for its
+    /// position.
+    pub async fn evaluate_message(&self, row: &EventRow) -> Option<MessageEvaluation> {
+        evaluator::evaluate_message(self, row).await
+    }
+
+    /// A message at `position` was stored with its evaluation, which `queued` pushes or not.
+    pub fn recorded_with_message(&self, position: i64, queued: bool) {
+        self.batches.with_message.inc();
+        self.recorded(position, queued);
     }
 
     fn is_local(&self, user_id: &str) -> bool {

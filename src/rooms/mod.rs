@@ -49,7 +49,8 @@ pub use self::{
 use crate::{
     config::RoomsConfig,
     error::{Error, Result},
-    storage::{now_ms, EventLinks, NewEvent, NewRelation, Storage, StoredMessage},
+    push::Push,
+    storage::{now_ms, EventLinks, EventRow, NewEvent, NewRelation, Storage, StoredMessage},
     sync::{EventStream, Notifier},
 };
 
@@ -126,6 +127,23 @@ impl Prepared<'_> {
                 .map(|(parent, rel_type, bundled)| NewRelation { parent, rel_type, bundled }),
         }
     }
+
+    /// Its row as push evaluation reads it, before its position is known.
+    fn push_row(&self, state_snapshot: i64) -> EventRow {
+        EventRow {
+            stream_ordering: 0,
+            event_id: self.event_id.to_string(),
+            room_id: self.room_id.to_string(),
+            event_type: self.draft.kind.clone(),
+            state_key: self.draft.state_key.clone(),
+            sender: self.sender.to_string(),
+            state_snapshot,
+            pdu: self.json.clone(),
+            redacted_by: None,
+            replaces_state: self.replaces_state.clone(),
+            has_relations: false,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -138,6 +156,8 @@ pub struct Rooms {
     handles: Arc<Mutex<HashMap<OwnedRoomId, RoomHandle>>>,
     events: EventStream,
     notifier: Arc<Notifier>,
+    /// A message evaluates itself for push when it can, to be recorded with it.
+    push: Push,
 }
 
 impl Rooms {
@@ -147,9 +167,10 @@ impl Rooms {
         config: RoomsConfig,
         events: EventStream,
         notifier: Arc<Notifier>,
+        push: Push,
     ) -> Result<Self> {
         let key = Arc::new(signing::load_or_generate(&storage).await?);
-        Ok(Self { storage, server_name, key, config, handles: Arc::default(), events, notifier })
+        Ok(Self { storage, server_name, key, config, handles: Arc::default(), events, notifier, push })
     }
 
     /// Wakes the syncs of the room's joined and invited members.
@@ -336,12 +357,21 @@ impl Rooms {
             return Ok(None);
         };
         let stream_write = self.events.begin();
-        // The position's round trip overlaps building and signing the event: polled first, the
-        // reservation queues and starts its statement's task, which sends it while this task
-        // yields, and only then prepares.
-        let (reserved, event) = tokio::join!(self.storage.reserve_event_position(now_ms()), async {
+        // With evaluation caught up, the message may well be the next event to evaluate when it is
+        // stored: evaluated now, its push actions are recorded with it, and its delivery waits for
+        // no record of the evaluator's after its commit.
+        let evaluates = self.push.evaluated() >= self.events.committed();
+        // The position's round trip overlaps building, signing and evaluating the event: polled
+        // first, the reservation queues and starts its statement's task, which sends it while this
+        // task yields, and only then prepares.
+        let (reserved, (event, evaluation)) = tokio::join!(self.storage.reserve_event_position(now_ms()), async {
             tokio::task::yield_now().await;
-            self.prepare(state, room_id, sender, draft)
+            let event = self.prepare(state, room_id, sender, draft);
+            let evaluation = match &event {
+                Ok(event) if evaluates => self.push.evaluate_message(&event.push_row(snapshot_id)).await,
+                _ => None,
+            };
+            (event, evaluation)
         });
         let reserved = reserved?;
         // Refusals are left to the locked path: the cache may predate another process's write
@@ -350,15 +380,21 @@ impl Rooms {
             let _ = self.storage.release_event_position(reserved).await;
             return Ok(None);
         };
+        let queues_pushes = evaluation.as_ref().is_some_and(|e| !e.pushes.is_empty());
         let prev: Vec<&str> = state.extremities.iter().map(|e| e.as_str()).collect();
         let auth: Vec<&str> = event.auth_events.iter().map(|e| e.as_str()).collect();
         let links = EventLinks { prev_events: &prev, auth_events: &auth, transaction };
-        let stored = self.storage.insert_message_at_head(state.head, &event.row(reserved, snapshot_id), &links).await;
-        let Ok(Some(StoredMessage { position: stream, evaluation })) = stored else {
+        let row = event.row(reserved, snapshot_id);
+        let stored = self.storage.insert_message_at_head(state.head, &row, &links, evaluation).await;
+        let Ok(Some(StoredMessage { position: stream, evaluation, evaluated })) = stored else {
             let _ = self.storage.release_event_position(reserved).await;
             return stored.map(|_| None);
         };
         stream_write.took(stream);
+        if evaluated {
+            // Before the members are woken: their syncs find it evaluated, with no wait.
+            self.push.recorded_with_message(stream, queues_pushes);
+        }
         let snapshot = state.snapshot;
         // Readers see the commit before the members' syncs are woken (a sync woken for messages
         // alone takes its bound from memory), and the push evaluator hears of it last, which puts

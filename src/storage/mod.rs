@@ -10,6 +10,7 @@ mod batch;
 mod delivery;
 mod devices;
 mod events;
+mod head_insert;
 mod kept_connections;
 mod keys;
 mod presence;
@@ -39,11 +40,14 @@ pub use backup::{BackupKeyRow, BackupVersionRow};
 pub use delivery::{AccountDataRow, ReceiptRow, ToDeviceRow};
 pub use devices::{DeviceRow, SessionRow, SESSIONS_CHANNEL};
 pub use events::EventRow;
+pub use head_insert::StoredMessage;
 pub use keys::DeviceKeysRow;
 pub use presence::PresenceRow;
-pub use push::{EvaluationBatch, NewPushAction, NewQueuedPush, NotificationRow, PusherRow, QueuedPush};
+pub use push::{
+    EvaluationBatch, MessageEvaluation, NewPushAction, NewQueuedPush, NotificationRow, PusherRow, QueuedPush,
+};
 pub use relations::{RelatedRow, RelationQuery, ThreadReply};
-pub use room_write::{EventLinks, NewEvent, NewRelation, RoomWrite, StoredMessage};
+pub use room_write::{EventLinks, NewEvent, NewRelation, RoomWrite};
 pub use rooms::RoomRow;
 pub use search::{DirectoryRow, EventSearch};
 pub use sync_news::{NewsSnapshot, RoomNews, UnreadCount};
@@ -88,7 +92,7 @@ pub struct Storage {
 struct Batches {
     sync_start: Arc<batch::Batcher<sync_start::SyncStartRequest, SyncStart>>,
     room_news: Arc<batch::Batcher<sync_news::RoomNewsRequest, RoomNews>>,
-    messages: Arc<batch::Batcher<room_write::HeadInsert, crate::error::Result<Option<room_write::StoredMessage>>>>,
+    messages: Arc<batch::Batcher<head_insert::HeadInsert, crate::error::Result<Option<head_insert::StoredMessage>>>>,
     positions: Arc<batch::Batcher<i64, i64>>,
 }
 
@@ -97,8 +101,8 @@ impl Batches {
         Arc::new(Self {
             sync_start: batch::Batcher::new(sync_start::sync_start_batch),
             room_news: batch::Batcher::new(sync_news::room_news_batch),
-            messages: batch::Batcher::new(room_write::insert_messages_batch),
-            positions: batch::Batcher::new(room_write::reserve_positions_batch),
+            messages: batch::Batcher::new(head_insert::insert_messages_batch),
+            positions: batch::Batcher::new(head_insert::reserve_positions_batch),
         })
     }
 }

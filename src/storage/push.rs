@@ -1,6 +1,8 @@
 //! `event_push_actions` and their `event_push_totals`, `pushers`, `push_queue` and the `push_evaluated`
 //! position: what the push evaluator records and the gateway sender drains.
 
+use std::{borrow::Cow, sync::OnceLock};
+
 use sqlx::{any::AnyRow, Row};
 
 use super::{
@@ -13,10 +15,10 @@ use crate::error::{Error, Result};
 /// An event that notified a user.
 #[derive(serde::Serialize)]
 pub struct NewPushAction<'a> {
-    pub user_id: &'a str,
+    pub user_id: Cow<'a, str>,
     pub stream_ordering: i64,
-    pub room_id: &'a str,
-    pub event_id: &'a str,
+    pub room_id: Cow<'a, str>,
+    pub event_id: Cow<'a, str>,
     pub thread_id: String,
     pub actions: String,
     pub highlight: bool,
@@ -29,10 +31,10 @@ fn bind_action<'q>(
     a: &'q NewPushAction<'_>,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     query
-        .bind(a.user_id)
+        .bind(a.user_id.as_ref())
         .bind(a.stream_ordering)
-        .bind(a.room_id)
-        .bind(a.event_id)
+        .bind(a.room_id.as_ref())
+        .bind(a.event_id.as_ref())
         .bind(a.thread_id.as_str())
         .bind(a.actions.as_str())
         .bind(i64::from(a.highlight))
@@ -62,10 +64,66 @@ pub struct EvaluationBatch {
 /// A notification for one pusher, to be sent to its gateway.
 #[derive(serde::Serialize)]
 pub struct NewQueuedPush<'a> {
-    pub user_id: &'a str,
-    pub app_id: &'a str,
-    pub pushkey: &'a str,
+    pub user_id: Cow<'a, str>,
+    pub app_id: Cow<'a, str>,
+    pub pushkey: Cow<'a, str>,
     pub notification: String,
+}
+
+impl NewPushAction<'_> {
+    pub fn into_owned(self) -> NewPushAction<'static> {
+        NewPushAction {
+            user_id: Cow::Owned(self.user_id.into_owned()),
+            room_id: Cow::Owned(self.room_id.into_owned()),
+            event_id: Cow::Owned(self.event_id.into_owned()),
+            ..self
+        }
+    }
+}
+
+impl NewQueuedPush<'_> {
+    pub fn into_owned(self) -> NewQueuedPush<'static> {
+        NewQueuedPush {
+            user_id: Cow::Owned(self.user_id.into_owned()),
+            app_id: Cow::Owned(self.app_id.into_owned()),
+            pushkey: Cow::Owned(self.pushkey.into_owned()),
+            notification: self.notification,
+        }
+    }
+}
+
+/// A message's push evaluation, made by its sender before the message is stored from what the
+/// evaluator had cached, and recorded by the message's own statement when it still holds there
+/// (see `insert_event_at_head`): the message is the next event to evaluate, and no recipient's push
+/// rules nor any pusher changed since the cache was checked.
+pub struct MessageEvaluation {
+    /// Its stream ordering is the message's, set when the message's position is known.
+    pub actions: Vec<NewPushAction<'static>>,
+    pub pushes: Vec<NewQueuedPush<'static>>,
+    /// Each recipient with the `account_data` position at which its cached push rules were last
+    /// found current.
+    pub rules_checked: Vec<(String, i64)>,
+    /// The `pushers` position at which the cached pushers were read.
+    pub pushers_at: i64,
+    /// The sender is local: sending reads its notifications in the room up to the message.
+    pub sender_reads: bool,
+    pub now: i64,
+}
+
+impl MessageEvaluation {
+    /// The parameters of [`recorded_evaluation`] for the message `(sender, room_id, position)`:
+    /// the actions' JSON, the pushes' JSON, and the sender's read. The actions must carry the
+    /// message's position already.
+    pub(super) fn parameters(&self, sender: &str, room_id: &str, position: i64) -> Result<(String, String, String)> {
+        // The sender is no recipient: every action is unread.
+        let actions: Vec<ActionRow> = self.actions.iter().map(|action| ActionRow { action, unread: true }).collect();
+        let reads = if self.sender_reads { vec![(sender, room_id, position)] } else { Vec::new() };
+        Ok((
+            serde_json::to_string(&actions).map_err(Error::internal)?,
+            serde_json::to_string(&self.pushes).map_err(Error::internal)?,
+            serde_json::to_string(&reads).map_err(Error::internal)?,
+        ))
+    }
 }
 
 pub struct PusherRow {
@@ -292,7 +350,12 @@ impl Storage {
             );
             let mut query = sqlx::query(&sql);
             for p in chunk {
-                query = query.bind(p.user_id).bind(p.app_id).bind(p.pushkey).bind(p.notification.as_str()).bind(now);
+                query = query
+                    .bind(p.user_id.as_ref())
+                    .bind(p.app_id.as_ref())
+                    .bind(p.pushkey.as_ref())
+                    .bind(p.notification.as_str())
+                    .bind(now);
             }
             query.execute(&mut *tx).await?;
         }
@@ -320,15 +383,7 @@ impl Storage {
     /// [`Self::record_push_evaluation`] as one statement (PostgreSQL): it is on the delivery path,
     /// since syncs wait for evaluation, and each round trip of a transaction costs there. The rows
     /// travel as three JSON parameters, so the statement's text is the same for every batch and is
-    /// parsed and planned once per connection. The statement's parts all see the rows as they were
-    /// before it, so an action the batch itself reads (its user sends later in the batch) is
-    /// inserted read, and each action is numbered after the totals as they were. The sender's
-    /// reads go through the unread index one (user, room) at a time and are updated by row
-    /// address: a join would let the planner, which cannot know how many senders the JSON holds,
-    /// hash every unread row of the server. The totals are read the same way (`LATERAL`, kept
-    /// from being flattened into a join by `OFFSET 0`): as a join, a generic plan made while the
-    /// table was small hashes all of `event_push_totals` for every batch until the table's next
-    /// ANALYZE.
+    /// parsed and planned once per connection (see [`recorded_evaluation`]).
     async fn record_push_evaluation_at_once(
         &self,
         from: i64,
@@ -342,62 +397,34 @@ impl Storage {
             .iter()
             .map(|a| {
                 let read_in_batch = own_events.iter().any(|(user, room, position)| {
-                    *user == a.user_id && *room == a.room_id && *position >= a.stream_ordering
+                    a.user_id == *user && a.room_id == *room && *position >= a.stream_ordering
                 });
                 ActionRow { action: a, unread: !read_in_batch }
             })
             .collect();
-        let mut connection = self.kept_connection().await?;
-        let row: (i64,) = sqlx::query_as(
+        static STATEMENT: OnceLock<String> = OnceLock::new();
+        let statement = STATEMENT.get_or_init(|| {
             // Evaluation results are derived data: a crash may lose the last few, and the evaluator
             // then redoes them from the position that did survive (they share the WAL's order). Not
             // waiting for the flush takes it off the delivery path.
-            //
-            // `reads`: the plan of the update by `ctid` may be a scan of the whole table (it is
-            // made once, maybe while the table was small). `EXISTS (SELECT 1 FROM read)` is
-            // checked before any scan, so batches with nothing to mark read scan nothing.
-            "WITH flags AS (SELECT set_config('synchronous_commit', 'off', true)), \
-             moved AS (UPDATE stream_counters SET position = $1 WHERE stream = 'push_evaluated' AND position = $2 \
-               RETURNING 1), \
-             numbered AS (SELECT v.*, CAST(v.highlight AS INTEGER) AS highlighted, \
-               COALESCE(t.notifications, 0) + ROW_NUMBER() OVER w - 1 AS notifications_before, \
-               COALESCE(t.highlights, 0) + SUM(CAST(v.highlight AS INTEGER)) OVER w - CAST(v.highlight AS INTEGER) \
-               AS highlights_before \
-               FROM json_to_recordset($3::json) AS v(user_id TEXT, stream_ordering BIGINT, room_id TEXT, \
-               event_id TEXT, thread_id TEXT, actions TEXT, highlight BOOLEAN, ts BIGINT, unread BOOLEAN) \
-               LEFT JOIN LATERAL (SELECT notifications, highlights FROM event_push_totals t WHERE t.user_id = v.user_id \
-                 AND t.room_id = v.room_id AND t.thread_id = v.thread_id OFFSET 0) t ON true \
-               WINDOW w AS (PARTITION BY v.user_id, v.room_id, v.thread_id ORDER BY v.stream_ordering)), \
-             actions AS (INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, thread_id, \
-               actions, highlight, ts, unread, notifications_before, highlights_before) \
-               SELECT user_id, stream_ordering, room_id, event_id, thread_id, actions, highlighted, ts, \
-               CAST(unread AS INTEGER), notifications_before, highlights_before FROM numbered \
-               WHERE EXISTS (SELECT 1 FROM moved) ON CONFLICT (user_id, stream_ordering) DO NOTHING \
-               RETURNING user_id, room_id, thread_id, notifications_before, highlights_before + highlight AS highlights), \
-             totals AS (INSERT INTO event_push_totals (user_id, room_id, thread_id, notifications, highlights) \
-               SELECT user_id, room_id, thread_id, MAX(notifications_before) + 1, MAX(highlights) FROM actions \
-               GROUP BY user_id, room_id, thread_id \
-               ON CONFLICT (user_id, room_id, thread_id) DO UPDATE \
-               SET notifications = excluded.notifications, highlights = excluded.highlights), \
-             pushes AS (INSERT INTO push_queue (user_id, app_id, pushkey, notification, next_attempt_ts) \
-               SELECT p.*, $5 FROM json_to_recordset($4::json) AS p(user_id TEXT, app_id TEXT, pushkey TEXT, \
-               notification TEXT) \
-               WHERE EXISTS (SELECT 1 FROM moved)), \
-             read AS MATERIALIZED (SELECT a.ctid FROM json_array_elements($6::json) AS s CROSS JOIN LATERAL ( \
-               SELECT ctid FROM event_push_actions WHERE unread = 1 AND user_id = s->>0 AND room_id = s->>1 \
-               AND stream_ordering <= CAST(s->>2 AS BIGINT) OFFSET 0) a), \
-             reads AS (UPDATE event_push_actions SET unread = 0 WHERE ctid = ANY(ARRAY(SELECT ctid FROM read)) \
-               AND EXISTS (SELECT 1 FROM read) AND EXISTS (SELECT 1 FROM moved)) \
-             SELECT COUNT(*) FROM moved, flags",
-        )
-        .bind(to)
-        .bind(from)
-        .bind(serde_json::to_string(&actions).map_err(Error::internal)?)
-        .bind(serde_json::to_string(pushes).map_err(Error::internal)?)
-        .bind(now)
-        .bind(serde_json::to_string(own_events).map_err(Error::internal)?)
-        .fetch_one(&mut *connection)
-        .await?;
+            format!(
+                "WITH flags AS (SELECT set_config('synchronous_commit', 'off', true)), \
+                 moved AS (UPDATE stream_counters SET position = $1 WHERE stream = 'push_evaluated' \
+                 AND position = $2 RETURNING 1), {} \
+                 SELECT COUNT(*) FROM moved, flags",
+                recorded_evaluation(3)
+            )
+        });
+        let mut connection = self.kept_connection().await?;
+        let row: (i64,) = sqlx::query_as(statement)
+            .bind(to)
+            .bind(from)
+            .bind(serde_json::to_string(&actions).map_err(Error::internal)?)
+            .bind(serde_json::to_string(pushes).map_err(Error::internal)?)
+            .bind(now)
+            .bind(serde_json::to_string(own_events).map_err(Error::internal)?)
+            .fetch_one(&mut *connection)
+            .await?;
         connection.keep();
         Ok(row.0 == 1)
     }
@@ -583,4 +610,90 @@ impl Storage {
             .await?;
         Ok(())
     }
+}
+
+/// The part of a statement that records evaluated actions once its `moved` CTE has moved
+/// `push_evaluated` (and nothing when it has not): the actions, numbered in their threads after
+/// the threads' totals, the totals, the queued pushes, and the senders' reads. `$first` is the
+/// actions' JSON ([`ActionRow`]s), then the pushes' JSON, their time, and the senders' reads'
+/// JSON (`[user, room, position]` each). All its parts see the rows as they were before the
+/// statement, so an action the batch itself reads (its user sends later in the batch) comes
+/// marked read, and each action is numbered after the totals as they were. The sender's reads
+/// go through the unread index one (user, room) at a time and are updated by row address: a
+/// join would let the planner, which cannot know how many senders the JSON holds, hash every
+/// unread row of the server. The totals are read the same way (`LATERAL`, kept from being
+/// flattened into a join by `OFFSET 0`): as a join, a generic plan made while the table was
+/// small hashes all of `event_push_totals` for every batch until the table's next ANALYZE.
+///
+/// `reads`: the plan of the update by `ctid` may be a scan of the whole table (it is made once,
+/// maybe while the table was small). `EXISTS (SELECT 1 FROM read)` is checked before any scan,
+/// so batches with nothing to mark read scan nothing.
+pub(super) fn recorded_evaluation(first: usize) -> String {
+    let (actions, pushes, now, reads) = (first, first + 1, first + 2, first + 3);
+    format!(
+        "numbered AS (SELECT v.*, CAST(v.highlight AS INTEGER) AS highlighted, \
+         COALESCE(t.notifications, 0) + ROW_NUMBER() OVER w - 1 AS notifications_before, \
+         COALESCE(t.highlights, 0) + SUM(CAST(v.highlight AS INTEGER)) OVER w - CAST(v.highlight AS INTEGER) \
+         AS highlights_before \
+         FROM json_to_recordset(${actions}::json) AS v(user_id TEXT, stream_ordering BIGINT, room_id TEXT, \
+         event_id TEXT, thread_id TEXT, actions TEXT, highlight BOOLEAN, ts BIGINT, unread BOOLEAN) \
+         LEFT JOIN LATERAL (SELECT notifications, highlights FROM event_push_totals t WHERE t.user_id = v.user_id \
+         AND t.room_id = v.room_id AND t.thread_id = v.thread_id OFFSET 0) t ON true \
+         WINDOW w AS (PARTITION BY v.user_id, v.room_id, v.thread_id ORDER BY v.stream_ordering)), \
+         actions AS (INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, thread_id, \
+         actions, highlight, ts, unread, notifications_before, highlights_before) \
+         SELECT user_id, stream_ordering, room_id, event_id, thread_id, actions, highlighted, ts, \
+         CAST(unread AS INTEGER), notifications_before, highlights_before FROM numbered \
+         WHERE EXISTS (SELECT 1 FROM moved) ON CONFLICT (user_id, stream_ordering) DO NOTHING \
+         RETURNING user_id, room_id, thread_id, notifications_before, highlights_before + highlight AS highlights), \
+         totals AS (INSERT INTO event_push_totals (user_id, room_id, thread_id, notifications, highlights) \
+         SELECT user_id, room_id, thread_id, MAX(notifications_before) + 1, MAX(highlights) FROM actions \
+         GROUP BY user_id, room_id, thread_id \
+         ON CONFLICT (user_id, room_id, thread_id) DO UPDATE \
+         SET notifications = excluded.notifications, highlights = excluded.highlights), \
+         {}",
+        pushes_and_reads(pushes, now, reads)
+    )
+}
+
+/// What [`recorded_evaluation`] records for one message, `$1` its position, `$2` its event ID and
+/// `$3` its room (the parameters of `insert_event_at_head`). Each recipient has one action at most,
+/// so the totals are counted on, and each action is numbered from its total's new value: no window,
+/// no lookup of the totals before. Half the work of the batch's form, which is on a message's
+/// delivery path once recorded with it.
+pub(super) fn recorded_message_evaluation(first: usize) -> String {
+    let (actions, pushes, now, reads) = (first, first + 1, first + 2, first + 3);
+    format!(
+        "totals AS (INSERT INTO event_push_totals (user_id, room_id, thread_id, notifications, highlights) \
+         SELECT v.user_id, $3, v.thread_id, 1, CAST(v.highlight AS INTEGER) \
+         FROM json_to_recordset(${actions}::json) AS v(user_id TEXT, thread_id TEXT, highlight BOOLEAN) \
+         WHERE EXISTS (SELECT 1 FROM moved) \
+         ON CONFLICT (user_id, room_id, thread_id) DO UPDATE \
+         SET notifications = event_push_totals.notifications + 1, \
+         highlights = event_push_totals.highlights + excluded.highlights \
+         RETURNING user_id, notifications, highlights), \
+         actions AS (INSERT INTO event_push_actions (user_id, stream_ordering, room_id, event_id, thread_id, \
+         actions, highlight, ts, unread, notifications_before, highlights_before) \
+         SELECT v.user_id, $1, $3, $2, v.thread_id, v.actions, CAST(v.highlight AS INTEGER), v.ts, 1, \
+         t.notifications - 1, t.highlights - CAST(v.highlight AS INTEGER) \
+         FROM json_to_recordset(${actions}::json) AS v(user_id TEXT, thread_id TEXT, actions TEXT, \
+         highlight BOOLEAN, ts BIGINT) JOIN totals t ON t.user_id = v.user_id), {}",
+        pushes_and_reads(pushes, now, reads)
+    )
+}
+
+/// The queued pushes and the senders' reads, for [`recorded_evaluation`] and
+/// [`recorded_message_evaluation`]; the placeholders' numbers are given.
+fn pushes_and_reads(pushes: usize, now: usize, reads: usize) -> String {
+    format!(
+        "pushes AS (INSERT INTO push_queue (user_id, app_id, pushkey, notification, next_attempt_ts) \
+         SELECT p.*, ${now} FROM json_to_recordset(${pushes}::json) AS p(user_id TEXT, app_id TEXT, pushkey TEXT, \
+         notification TEXT) \
+         WHERE EXISTS (SELECT 1 FROM moved)), \
+         read AS MATERIALIZED (SELECT a.ctid FROM json_array_elements(${reads}::json) AS s CROSS JOIN LATERAL ( \
+         SELECT ctid FROM event_push_actions WHERE unread = 1 AND user_id = s->>0 AND room_id = s->>1 \
+         AND stream_ordering <= CAST(s->>2 AS BIGINT) OFFSET 0) a), \
+         reads AS (UPDATE event_push_actions SET unread = 0 WHERE ctid = ANY(ARRAY(SELECT ctid FROM read)) \
+         AND EXISTS (SELECT 1 FROM read) AND EXISTS (SELECT 1 FROM moved))"
+    )
 }

@@ -13,7 +13,8 @@ crate::backend_tests!(
     partial_reads_count_what_follows,
     counts_survive_the_numbering_migration,
     one_message_counts_for_each_recipient,
-    writers_hand_over_what_to_evaluate
+    writers_hand_over_what_to_evaluate,
+    senders_evaluation_yields_to_a_changed_rule
 );
 
 /// Sends `content` as an m.room.message with transaction ID `txn`; returns its event ID.
@@ -146,7 +147,7 @@ async fn counts_survive_the_numbering_migration(backend: Backend) {
 /// (`.m.rule.contains_user_name`), dave by his display name (`.m.rule.contains_display_name`),
 /// carol muted the room, erin has the defaults.
 async fn one_message_counts_for_each_recipient(backend: Backend) {
-    let s = TestServer::start(backend).await;
+    let s = TestServer::start_with(backend, |c| c.listen.metrics = Some("127.0.0.1:0".parse().unwrap())).await;
     let alice = s.register_fast("alice").await;
     let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
     let mut recipients = Vec::new();
@@ -166,14 +167,26 @@ async fn one_message_counts_for_each_recipient(backend: Backend) {
         let since = s.sync(&user, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
         recipients.push((user, since));
     }
-    let lunch = send(&s, &alice, &room, "lunch", json!({"msgtype": "m.text", "body": "Captain and bob: lunch?"})).await;
-    let mut seen = Vec::new();
-    for (user, since) in &recipients {
-        let sync = sync_until_event(&s, user, since, &room, &lunch).await;
-        seen.push((user.localpart.clone(), counts(&sync, &room)));
+    // The second message finds every recipient's rules cached: on PostgreSQL its sender evaluates
+    // it and its statement records that. The counts go on the same.
+    let rounds = [
+        ("lunch", "Captain and bob: lunch?", [("bob", (1, 1)), ("carol", (0, 0)), ("dave", (1, 1)), ("erin", (1, 0))]),
+        ("again", "Captain and bob: now?", [("bob", (2, 2)), ("carol", (0, 0)), ("dave", (2, 2)), ("erin", (2, 0))]),
+    ];
+    for (txn, body, expected) in rounds {
+        let event = send(&s, &alice, &room, txn, json!({"msgtype": "m.text", "body": body})).await;
+        let mut seen = Vec::new();
+        for (user, since) in &recipients {
+            let sync = sync_until_event(&s, user, since, &room, &event).await;
+            seen.push((user.localpart.clone(), counts(&sync, &room)));
+        }
+        assert_eq!(seen, expected.map(|(name, c)| (name.to_owned(), c)), "after {txn}");
     }
-    let expected = [("bob", (1, 1)), ("carol", (0, 0)), ("dave", (1, 1)), ("erin", (1, 0))];
-    assert_eq!(seen, expected.map(|(name, c)| (name.to_owned(), c)));
+    let with_message = s.metric("axon_push_batches_with_message_total").await;
+    match s.backend {
+        Backend::Postgres => assert_eq!(with_message, 1, "the second message was not recorded with its evaluation"),
+        Backend::Sqlite => assert_eq!(with_message, 0, "SQLite stores no message at its room's head"),
+    }
     s.stop().await;
 }
 
@@ -195,20 +208,67 @@ async fn writers_hand_over_what_to_evaluate(backend: Backend) {
         assert_eq!(counts(&sync, &room), (i, 0));
         since = sync["next_batch"].as_str().unwrap().to_owned();
     }
+    // The first message finds bob's rules not yet cached (he was no recipient before): its writer
+    // hands it over. The next ones are evaluated by their sender and recorded with them.
     let handed_over = s.metric("axon_push_batches_handed_over_total").await;
+    let with_message = s.metric("axon_push_batches_with_message_total").await;
     match backend {
-        Backend::Postgres => assert!(handed_over >= 1, "no message was handed over to the evaluator"),
-        Backend::Sqlite => assert_eq!(handed_over, 0, "SQLite has no reservations to prove a message next"),
+        Backend::Postgres => {
+            assert!(handed_over >= 1, "no message was handed over to the evaluator");
+            assert!(with_message >= 1, "no message was recorded with its evaluation");
+        }
+        Backend::Sqlite => {
+            assert_eq!(handed_over, 0, "SQLite has no reservations to prove a message next");
+            assert_eq!(with_message, 0, "SQLite stores no message at its room's head");
+        }
     }
     // The room's creation was read: its state events are written under the room's lock.
     assert!(s.metric("axon_push_batches_read_total").await >= 1);
 
-    // Held: the first message's batch fails to record, and the second is not next.
+    // Held: the first message's batch fails to record (and its sender's record fails with it, so
+    // the message is stored alone), and the second is not next.
     hold_push_evaluation(&s).await;
     s.send_text(&alice, &room, "held").await;
     let last = mention(&s, &alice, &room, "held-mention", &bob).await;
     release_push_evaluation(&s).await;
     let sync = sync_until_event(&s, &bob, &since, &room, &last).await;
     assert_eq!(counts(&sync, &room), (5, 1));
+    s.stop().await;
+}
+
+/// A sender evaluates its message with the rules the evaluator cached; a recipient's rule changed
+/// since must win. The message's statement then records nothing of it, and the evaluator, reading
+/// the rules again, evaluates it in turn.
+async fn senders_evaluation_yields_to_a_changed_rule(backend: Backend) {
+    let s = TestServer::start_with(backend, |c| c.listen.metrics = Some("127.0.0.1:0".parse().unwrap())).await;
+    let alice = s.register_fast("alice").await;
+    let bob = s.register_fast("bob").await;
+    let room = s.create_room(&alice, json!({"preset": "public_chat"})).await;
+    assert_eq!(s.join(&bob, &room).await.0, StatusCode::OK);
+    let since = s.sync(&bob, None, 0, None).await["next_batch"].as_str().unwrap().to_owned();
+    let text = |body: &str| json!({"msgtype": "m.text", "body": body});
+    for txn in ["one", "two"] {
+        let sent = send(&s, &alice, &room, txn, text(txn)).await;
+        sync_until_event(&s, &bob, &since, &room, &sent).await;
+    }
+    let recorded_before = s.metric("axon_push_batches_with_message_total").await;
+    if backend == Backend::Postgres {
+        assert!(recorded_before >= 1, "the second message was not recorded with its evaluation");
+    }
+
+    // Bob silences the room: the next messages must not count, though the cache says they would.
+    let rule = json!({"actions": [], "conditions": [{"kind": "event_match", "key": "room_id", "pattern": room}]});
+    let path = format!("/_matrix/client/v3/pushrules/global/override/{}", urlencode(&room));
+    assert_eq!(s.put(&path, Some(&bob.token), rule).await.0, StatusCode::OK);
+    for txn in ["three", "four"] {
+        let sent = send(&s, &alice, &room, txn, text(txn)).await;
+        let sync = sync_until_event(&s, &bob, &since, &room, &sent).await;
+        assert_eq!(counts(&sync, &room), (2, 0), "a message after the rule counted ({txn})");
+    }
+    // "four" found bob's new rules cached by the evaluator, which took "three": it is recorded
+    // with its (silent) evaluation again.
+    if backend == Backend::Postgres {
+        assert!(s.metric("axon_push_batches_with_message_total").await > recorded_before);
+    }
     s.stop().await;
 }
