@@ -86,6 +86,12 @@ pub(super) async fn insert_event_at_head<'c>(
                 .to_owned(),
         );
     }
+    // Where evaluation stands, and whether this event is the next one it must take.
+    parts.push(format!(
+        "counters AS (SELECT c.*, NOT EXISTS (SELECT 1 FROM event_positions_in_flight WHERE position < $1) \
+         AND NOT EXISTS (SELECT 1 FROM events WHERE stream_ordering < $1 AND stream_ordering > c.evaluated) \
+         AS next FROM {COUNTERS_TO_EVALUATE} c)"
+    ));
     let first_evaluation = first_auth + auth_events.len();
     if evaluation.is_some() {
         parts.push(evaluated_with_message(first_evaluation));
@@ -96,9 +102,8 @@ pub(super) async fn insert_event_at_head<'c>(
          state_key, sender, origin_server_ts, state_snapshot, pdu, replaces_state, relates_to, rel_type, \
          search_vector) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
          to_tsvector('english', $14) FROM head RETURNING stream_ordering) \
-         SELECT stream_ordering, CASE WHEN NOT EXISTS (SELECT 1 FROM event_positions_in_flight WHERE position < $1) \
-         AND NOT EXISTS (SELECT 1 FROM events WHERE stream_ordering < $1 AND stream_ordering > c.evaluated) \
-         THEN c.evaluated END, c.account_data, c.pushers, {recorded} FROM inserted, {COUNTERS_TO_EVALUATE} c",
+         SELECT stream_ordering, CASE WHEN c.next THEN c.evaluated END, c.account_data, c.pushers, {recorded} \
+         FROM inserted, counters c",
         parts.join(", ")
     );
     let (user_id, device_id, txn_id) = links.transaction.unwrap_or_default();
@@ -133,26 +138,23 @@ pub(super) async fn insert_event_at_head<'c>(
 /// parameters: the recipients' rule checks (JSON `[user, account data position]` each), the
 /// pushers' position, then those of [`recorded_message_evaluation`]. `moved` moves `push_evaluated` to the
 /// message, and so lets the rest record, only if the message is stored and is the next event to
-/// evaluate (as for [`EvaluationStart`]; the reservation of any event before it would still be
-/// in flight in this statement's snapshot), if no pusher changed since the evaluation's were read,
-/// and if no recipient's push rules changed since they were last found current. A position moved
-/// meanwhile by an evaluator (the row is read again once its lock is granted) no longer equals the
-/// one of the snapshot. The events in between are looked for below the snapshot's position, an
-/// uncorrelated bound: compared with the updated row's own column, the planner made it an anti-join
-/// that scanned all of `events` for every message.
+/// evaluate (`counters.next`, the proof [`EvaluationStart`] rests on), if no pusher changed since
+/// the evaluation's were read, and if no recipient's push rules changed since they were last found
+/// current. A position moved meanwhile by an evaluator (the row is read again once its lock is
+/// granted) no longer equals the snapshot's `counters.evaluated`. The proof compares events with
+/// that snapshot value, not with the updated row's own column: so compared, the planner made it an
+/// anti-join that scanned all of `events` for every message. The rules are probed one recipient at
+/// a time (`LATERAL`, kept apart by `OFFSET 0`): as a join, the plan hashed every user's stored
+/// push rules, read through the primary key's index without its leading column.
 fn evaluated_with_message(first: usize) -> String {
     let (rules, pushers) = (first, first + 1);
     format!(
-        "moved AS (UPDATE stream_counters SET position = $1 WHERE stream = 'push_evaluated' \
-         AND position = (SELECT e.position FROM stream_counters e WHERE e.stream = 'push_evaluated') \
-         AND EXISTS (SELECT 1 FROM head) \
-         AND NOT EXISTS (SELECT 1 FROM event_positions_in_flight WHERE position < $1) \
-         AND NOT EXISTS (SELECT 1 FROM events WHERE stream_ordering < $1 AND stream_ordering > \
-         (SELECT e.position FROM stream_counters e WHERE e.stream = 'push_evaluated')) \
-         AND COALESCE((SELECT p.position FROM stream_counters p WHERE p.stream = 'pushers'), 0) = ${pushers} \
-         AND NOT EXISTS (SELECT 1 FROM json_array_elements(${rules}::json) AS r \
-         JOIN account_data a ON a.user_id = r->>0 AND a.room_id = '' AND a.data_type = 'm.push_rules' \
-         WHERE a.stream_id > CAST(r->>1 AS BIGINT)) \
+        "moved AS (UPDATE stream_counters SET position = $1 FROM counters c \
+         WHERE stream_counters.stream = 'push_evaluated' AND stream_counters.position = c.evaluated \
+         AND c.next AND c.pushers = ${pushers} AND EXISTS (SELECT 1 FROM head) \
+         AND NOT EXISTS (SELECT 1 FROM json_array_elements(${rules}::json) AS r CROSS JOIN LATERAL ( \
+         SELECT 1 FROM account_data a WHERE a.user_id = r->>0 AND a.room_id = '' AND a.data_type = 'm.push_rules' \
+         AND a.stream_id > CAST(r->>1 AS BIGINT) OFFSET 0) a) \
          RETURNING 1), {}",
         recorded_message_evaluation(first + 2)
     )
