@@ -174,27 +174,44 @@ fn pusher_row(r: AnyRow) -> PusherRow {
 /// what came before its oldest unread notification: the cost does not grow with the number
 /// unread, which is what a busy room's silent members have most of. The receipt check covers one
 /// set while its events were being evaluated, whose notifications were recorded unread.
-pub(super) fn unread_counts_of_rooms(user: &str, rooms: &str) -> String {
-    let oldest_unread = |column: &str| {
+///
+/// On PostgreSQL the oldest unread notification is found once per thread (`LATERAL`): as two
+/// scalar subqueries, one per column, PostgreSQL ran the notifications' one twice more (the
+/// `IS NOT NULL` filter repeats it), three index probes per thread on every woken sync's read.
+/// SQLite has no `LATERAL`.
+pub(super) fn unread_counts_of_rooms(backend: Backend, user: &str, rooms: &str) -> String {
+    // Materialized: each reference to `read_upto` would otherwise run its receipts subquery again.
+    let thread_totals = format!(
+        "thread_totals AS MATERIALIZED (SELECT t.*, COALESCE((SELECT MAX(e.stream_ordering) \
+           FROM receipts r JOIN events e ON e.event_id = r.event_id \
+           WHERE r.user_id = t.user_id AND r.room_id = t.room_id AND r.receipt_type IN ('m.read', 'm.read.private') \
+           AND r.thread_id IN ('', t.thread_id)), -1) AS read_upto \
+         FROM event_push_totals t WHERE t.user_id = {user} AND t.room_id IN ({rooms}))"
+    );
+    let oldest_unread = |columns: &str| {
         format!(
-            "(SELECT a.{column} FROM event_push_actions a WHERE a.user_id = t.user_id AND a.room_id = t.room_id \
+            "SELECT {columns} FROM event_push_actions a WHERE a.user_id = t.user_id AND a.room_id = t.room_id \
              AND a.thread_id = t.thread_id AND a.unread = 1 AND a.stream_ordering > t.read_upto \
-             ORDER BY a.stream_ordering LIMIT 1)"
+             ORDER BY a.stream_ordering LIMIT 1"
         )
     };
-    // Materialized: each reference to `read_upto` would otherwise run its receipts subquery again.
-    format!(
-        "WITH thread_totals AS MATERIALIZED (SELECT t.*, COALESCE((SELECT MAX(e.stream_ordering) \
-               FROM receipts r JOIN events e ON e.event_id = r.event_id \
-               WHERE r.user_id = t.user_id AND r.room_id = t.room_id AND r.receipt_type IN ('m.read', 'm.read.private') \
-               AND r.thread_id IN ('', t.thread_id)), -1) AS read_upto \
-             FROM event_push_totals t WHERE t.user_id = {user} AND t.room_id IN ({rooms})), \
-         thread_counts AS (SELECT t.room_id, t.thread_id, t.notifications - {} AS notifications, \
-             t.highlights - {} AS highlights FROM thread_totals t) \
-         SELECT room_id, thread_id, notifications, highlights FROM thread_counts WHERE notifications IS NOT NULL",
-        oldest_unread("notifications_before"),
-        oldest_unread("highlights_before"),
-    )
+    match backend {
+        Backend::Postgres => format!(
+            "WITH {thread_totals} \
+             SELECT t.room_id, t.thread_id, t.notifications - o.notifications_before AS notifications, \
+             t.highlights - o.highlights_before AS highlights \
+             FROM thread_totals t CROSS JOIN LATERAL ({}) o",
+            oldest_unread("a.notifications_before, a.highlights_before"),
+        ),
+        Backend::Sqlite => format!(
+            "WITH {thread_totals}, \
+             thread_counts AS (SELECT t.room_id, t.thread_id, t.notifications - ({}) AS notifications, \
+             t.highlights - ({}) AS highlights FROM thread_totals t) \
+             SELECT room_id, thread_id, notifications, highlights FROM thread_counts WHERE notifications IS NOT NULL",
+            oldest_unread("a.notifications_before"),
+            oldest_unread("a.highlights_before"),
+        ),
+    }
 }
 
 impl Storage {
@@ -435,7 +452,7 @@ impl Storage {
     pub async fn unread_push_counts(&self, user_id: &str, room_ids: &[&str]) -> Result<Vec<super::UnreadCount>> {
         let mut found = Vec::new();
         for chunk in room_ids.chunks(500) {
-            let sql = unread_counts_of_rooms("$1", &placeholders(2, chunk.len()));
+            let sql = unread_counts_of_rooms(self.backend, "$1", &placeholders(2, chunk.len()));
             let mut query = sqlx::query(&sql).bind(user_id);
             for id in chunk {
                 query = query.bind(*id);
@@ -451,7 +468,7 @@ impl Storage {
     pub async fn total_unread_push_count(&self, user_id: &str) -> Result<i64> {
         let sql = format!(
             "SELECT CAST(COALESCE(SUM(notifications), 0) AS BIGINT) FROM ({}) counts",
-            unread_counts_of_rooms("$1", "SELECT room_id FROM event_push_totals WHERE user_id = $1")
+            unread_counts_of_rooms(self.backend, "$1", "SELECT room_id FROM event_push_totals WHERE user_id = $1")
         );
         let row = sqlx::query(&sql).bind(user_id).fetch_one(&self.pool).await?;
         Ok(row.get(0))
@@ -660,14 +677,16 @@ pub(super) fn recorded_evaluation(first: usize) -> String {
 /// `$3` its room (the parameters of `insert_event_at_head`). Each recipient has one action at most,
 /// so the totals are counted on, and each action is numbered from its total's new value: no window,
 /// no lookup of the totals before. Half the work of the batch's form, which is on a message's
-/// delivery path once recorded with it.
+/// delivery path once recorded with it. The actions' JSON is parsed once (`recipients`): a room of
+/// 100 has 99 of them, and parsing them a second time took 0.17 ms of the statement.
 pub(super) fn recorded_message_evaluation(first: usize) -> String {
     let (actions, pushes, now, reads) = (first, first + 1, first + 2, first + 3);
     format!(
-        "totals AS (INSERT INTO event_push_totals (user_id, room_id, thread_id, notifications, highlights) \
-         SELECT v.user_id, $3, v.thread_id, 1, CAST(v.highlight AS INTEGER) \
-         FROM json_to_recordset(${actions}::json) AS v(user_id TEXT, thread_id TEXT, highlight BOOLEAN) \
-         WHERE EXISTS (SELECT 1 FROM moved) \
+        "recipients AS MATERIALIZED (SELECT * FROM json_to_recordset(${actions}::json) \
+         AS v(user_id TEXT, thread_id TEXT, actions TEXT, highlight BOOLEAN, ts BIGINT) \
+         WHERE EXISTS (SELECT 1 FROM moved)), \
+         totals AS (INSERT INTO event_push_totals (user_id, room_id, thread_id, notifications, highlights) \
+         SELECT v.user_id, $3, v.thread_id, 1, CAST(v.highlight AS INTEGER) FROM recipients v \
          ON CONFLICT (user_id, room_id, thread_id) DO UPDATE \
          SET notifications = event_push_totals.notifications + 1, \
          highlights = event_push_totals.highlights + excluded.highlights \
@@ -676,8 +695,7 @@ pub(super) fn recorded_message_evaluation(first: usize) -> String {
          actions, highlight, ts, unread, notifications_before, highlights_before) \
          SELECT v.user_id, $1, $3, $2, v.thread_id, v.actions, CAST(v.highlight AS INTEGER), v.ts, 1, \
          t.notifications - 1, t.highlights - CAST(v.highlight AS INTEGER) \
-         FROM json_to_recordset(${actions}::json) AS v(user_id TEXT, thread_id TEXT, actions TEXT, \
-         highlight BOOLEAN, ts BIGINT) JOIN totals t ON t.user_id = v.user_id), {}",
+         FROM recipients v JOIN totals t ON t.user_id = v.user_id), {}",
         pushes_and_reads(pushes, now, reads)
     )
 }

@@ -219,7 +219,7 @@ fn alone_statement(rooms: usize) -> Arc<str> {
                  UNION ALL SELECT {nulls}, counts.*, CAST(0 AS BIGINT) FROM counts \
                  UNION ALL SELECT {nulls}, CAST(NULL AS TEXT), '', {}, CAST(0 AS BIGINT)",
                 newest_events_of_rooms(5, rooms),
-                unread_counts_of_rooms("$4", "SELECT room_id FROM recent"),
+                unread_counts_of_rooms(Backend::Postgres, "$4", "SELECT room_id FROM recent"),
                 snapshot_columns("$4"),
             )
             .into()
@@ -253,7 +253,7 @@ fn batched_statement() -> &'static str {
              UNION ALL SELECT {nulls}, CAST(NULL AS TEXT), '', {}, req.i FROM req \
              UNION ALL SELECT stream_ordering, {}, NULL, NULL, NULL, NULL, i FROM recent WHERE copy > 1",
             newest_events("x.room_id", "req.after", "req.upto", "req.lim"),
-            unread_counts_of_rooms("counted.viewer", "counted.room_id"),
+            unread_counts_of_rooms(Backend::Postgres, "counted.viewer", "counted.room_id"),
             snapshot_columns("req.user_id"),
             vec!["NULL"; event_column_count() - 1].join(", "),
         )
