@@ -46,6 +46,7 @@ pub async fn serve(listener: TcpListener, app: Router, mut stopped: watch::Recei
             },
             _ = stop_requested(&mut stopped) => break,
         };
+        send_without_delay(&stream);
         let app = app.clone();
         // The client's address, for `ConnectInfo` (rate limits, the device's last-seen IP).
         let service = service_fn(move |mut request: Request<Incoming>| {
@@ -124,4 +125,27 @@ async fn wait_after_accept_error(e: io::Error) {
     }
     tracing::error!(error = %e, "cannot accept connections; retrying in a second");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// As `axum::serve` does: a response or WebSocket frame written while an earlier small write
+/// awaits its ACK must not wait for that ACK (Nagle's algorithm; a delayed ACK takes up to 40 ms).
+fn send_without_delay(stream: &tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(!accepted.nodelay().unwrap(), "sockets start with Nagle's algorithm on");
+        send_without_delay(&accepted);
+        assert!(accepted.nodelay().unwrap());
+    }
 }
