@@ -32,7 +32,7 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    storage::{now_ms, EventRow, MessageEvaluation, NewPushAction, NewQueuedPush, PusherRow, Storage},
+    storage::{now_ms, EventRow, MessageAction, MessageEvaluation, NewPushAction, NewQueuedPush, PusherRow, Storage},
     sync::EventStream,
 };
 
@@ -206,7 +206,7 @@ pub(super) async fn evaluate_message(push: &Push, row: &EventRow) -> Option<Mess
     let (mut actions, mut pushes) = (Vec::new(), Vec::new());
     caches.evaluate(row, &context, &recipients, now, &mut actions, &mut pushes).await.ok()?;
     Some(MessageEvaluation {
-        actions: actions.into_iter().map(NewPushAction::into_owned).collect(),
+        actions: actions.into_iter().map(MessageAction::from).collect(),
         pushes: pushes.into_iter().map(NewQueuedPush::into_owned).collect(),
         rules_checked,
         pushers_at: caches.pushers_at,
@@ -249,10 +249,10 @@ impl EvaluationCaches {
             }
             let highlight = matched.iter().any(Action::is_highlight);
             actions.push(NewPushAction {
-                user_id: Cow::Borrowed(user),
+                user_id: user,
                 stream_ordering: row.stream_ordering,
-                room_id: Cow::Borrowed(&row.room_id),
-                event_id: Cow::Borrowed(&row.event_id),
+                room_id: &row.room_id,
+                event_id: &row.event_id,
                 thread_id: thread_of(&content).to_owned(),
                 actions: serde_json::to_string(matched).map_err(Error::internal)?,
                 highlight,

@@ -229,13 +229,10 @@ impl HeadInsert {
         expected_head: i64,
         e: &NewEvent<'_>,
         links: &EventLinks<'_>,
-        mut evaluation: Option<MessageEvaluation>,
+        evaluation: Option<MessageEvaluation>,
     ) -> Result<Self> {
         let position =
             e.stream_ordering.ok_or_else(|| Error::internal("a PostgreSQL event needs a reserved position"))?;
-        for action in evaluation.iter_mut().flat_map(|ev| ev.actions.iter_mut()) {
-            action.stream_ordering = position;
-        }
         let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
         Ok(Self {
             position,

@@ -44,7 +44,8 @@ pub use head_insert::StoredMessage;
 pub use keys::DeviceKeysRow;
 pub use presence::PresenceRow;
 pub use push::{
-    EvaluationBatch, MessageEvaluation, NewPushAction, NewQueuedPush, NotificationRow, PusherRow, QueuedPush,
+    EvaluationBatch, MessageAction, MessageEvaluation, NewPushAction, NewQueuedPush, NotificationRow, PusherRow,
+    QueuedPush,
 };
 pub use relations::{RelatedRow, RelationQuery, ThreadReply};
 pub use room_write::{EventLinks, NewEvent, NewRelation, RoomWrite};

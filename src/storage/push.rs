@@ -15,10 +15,10 @@ use crate::error::{Error, Result};
 /// An event that notified a user.
 #[derive(serde::Serialize)]
 pub struct NewPushAction<'a> {
-    pub user_id: Cow<'a, str>,
+    pub user_id: &'a str,
     pub stream_ordering: i64,
-    pub room_id: Cow<'a, str>,
-    pub event_id: Cow<'a, str>,
+    pub room_id: &'a str,
+    pub event_id: &'a str,
     pub thread_id: String,
     pub actions: String,
     pub highlight: bool,
@@ -31,10 +31,10 @@ fn bind_action<'q>(
     a: &'q NewPushAction<'_>,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     query
-        .bind(a.user_id.as_ref())
+        .bind(a.user_id)
         .bind(a.stream_ordering)
-        .bind(a.room_id.as_ref())
-        .bind(a.event_id.as_ref())
+        .bind(a.room_id)
+        .bind(a.event_id)
         .bind(a.thread_id.as_str())
         .bind(a.actions.as_str())
         .bind(i64::from(a.highlight))
@@ -70,17 +70,6 @@ pub struct NewQueuedPush<'a> {
     pub notification: String,
 }
 
-impl NewPushAction<'_> {
-    pub fn into_owned(self) -> NewPushAction<'static> {
-        NewPushAction {
-            user_id: Cow::Owned(self.user_id.into_owned()),
-            room_id: Cow::Owned(self.room_id.into_owned()),
-            event_id: Cow::Owned(self.event_id.into_owned()),
-            ..self
-        }
-    }
-}
-
 impl NewQueuedPush<'_> {
     pub fn into_owned(self) -> NewQueuedPush<'static> {
         NewQueuedPush {
@@ -97,8 +86,7 @@ impl NewQueuedPush<'_> {
 /// (see `insert_event_at_head`): the message is the next event to evaluate, and no recipient's push
 /// rules nor any pusher changed since the cache was checked.
 pub struct MessageEvaluation {
-    /// Its stream ordering is the message's, set when the message's position is known.
-    pub actions: Vec<NewPushAction<'static>>,
+    pub actions: Vec<MessageAction>,
     pub pushes: Vec<NewQueuedPush<'static>>,
     /// Each recipient with the `account_data` position at which its cached push rules were last
     /// found current.
@@ -110,16 +98,36 @@ pub struct MessageEvaluation {
     pub now: i64,
 }
 
+/// What a [`MessageEvaluation`] records for one recipient: the message's position, room and ID
+/// are the statement's own parameters, and every action is unread (the sender is no recipient).
+#[derive(serde::Serialize)]
+pub struct MessageAction {
+    pub user_id: String,
+    pub thread_id: String,
+    pub actions: String,
+    pub highlight: bool,
+    pub ts: i64,
+}
+
+impl From<NewPushAction<'_>> for MessageAction {
+    fn from(a: NewPushAction<'_>) -> Self {
+        Self {
+            user_id: a.user_id.to_owned(),
+            thread_id: a.thread_id,
+            actions: a.actions,
+            highlight: a.highlight,
+            ts: a.ts,
+        }
+    }
+}
+
 impl MessageEvaluation {
-    /// The parameters of [`recorded_evaluation`] for the message `(sender, room_id, position)`:
-    /// the actions' JSON, the pushes' JSON, and the sender's read. The actions must carry the
-    /// message's position already.
+    /// The parameters of [`recorded_message_evaluation`] for the message `(sender, room_id,
+    /// position)`: the actions' JSON, the pushes' JSON, and the sender's read.
     pub(super) fn parameters(&self, sender: &str, room_id: &str, position: i64) -> Result<(String, String, String)> {
-        // The sender is no recipient: every action is unread.
-        let actions: Vec<ActionRow> = self.actions.iter().map(|action| ActionRow { action, unread: true }).collect();
         let reads = if self.sender_reads { vec![(sender, room_id, position)] } else { Vec::new() };
         Ok((
-            serde_json::to_string(&actions).map_err(Error::internal)?,
+            serde_json::to_string(&self.actions).map_err(Error::internal)?,
             serde_json::to_string(&self.pushes).map_err(Error::internal)?,
             serde_json::to_string(&reads).map_err(Error::internal)?,
         ))
