@@ -7,6 +7,7 @@ pub mod e2ee;
 pub mod ephemeral;
 pub mod error;
 pub mod http;
+pub mod memory;
 pub mod presence;
 pub mod push;
 pub mod rooms;
